@@ -1,0 +1,13 @@
+"""functions/webhook: placeholder until its issue lands; answers its health check."""
+
+import flask
+import functions_framework
+
+from shared.errors import NotFound
+from shared.http import endpoint
+
+
+@functions_framework.http
+@endpoint("webhook")
+def webhook(request: flask.Request) -> flask.Response:
+    raise NotFound("not implemented yet")

@@ -1,0 +1,108 @@
+"""APScheduler process: token refresh and reconciles, each run executed once across replicas."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pymysql
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from shared.db import Database, get_database
+from shared.logging import configure_logging
+from shared.queue import hostname
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("amosync.scheduler")
+
+# Domain entry points, resolved lazily so the scheduler only needs what it actually runs.
+REFRESH_TOKENS = "shared.tokens:enqueue_expiring_refreshes"
+RECONCILE = "shared.fullsync:enqueue_reconciles"
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    module, _, attr = path.partition(":")
+    target: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return target
+
+
+def claim_run(db: Database, job_name: str, run_key: str) -> bool:
+    """Insert the (job, run) row; only the replica whose insert wins runs the job."""
+    try:
+        db.execute(
+            "INSERT INTO scheduler_runs (job_name, run_key, host) VALUES (%s, %s, %s)",
+            (job_name, run_key, hostname()),
+        )
+    except pymysql.err.IntegrityError:
+        return False
+    return True
+
+
+def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) -> Any:
+    """Run `action` unless another replica already ran this interval's slot."""
+    slot = int(datetime.now(UTC).timestamp()) // interval_seconds
+    if not claim_run(get_database(), job_name, str(slot)):
+        log.info("run already claimed by another replica", extra={"job": job_name, "slot": slot})
+        return None
+    result = action()
+    log.info("scheduled run done", extra={"job": job_name, "slot": slot, "result": result})
+    return result
+
+
+def refresh_tokens_job(settings: Settings) -> Any:
+    return run_once(
+        "refresh-tokens",
+        settings.token_refresh_interval_minutes * 60,
+        lambda: resolve(REFRESH_TOKENS)(hours=settings.token_refresh_horizon_hours),
+    )
+
+
+def reconcile_job(settings: Settings, mode: str) -> Any:
+    interval = settings.reconcile_interval_minutes * 60 if mode == "incremental" else 86400
+    return run_once(f"reconcile-{mode}", interval, lambda: resolve(RECONCILE)(mode=mode))
+
+
+def build_scheduler(settings: Settings) -> BlockingScheduler:
+    scheduler = BlockingScheduler(timezone=UTC)
+    common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
+    scheduler.add_job(
+        refresh_tokens_job,
+        IntervalTrigger(minutes=settings.token_refresh_interval_minutes),
+        args=[settings],
+        id="refresh-tokens",
+        next_run_time=datetime.now(UTC),
+        **common,
+    )
+    scheduler.add_job(
+        reconcile_job,
+        IntervalTrigger(minutes=settings.reconcile_interval_minutes),
+        args=[settings, "incremental"],
+        id="reconcile-incremental",
+        **common,
+    )
+    scheduler.add_job(
+        reconcile_job,
+        CronTrigger(hour=settings.full_reconcile_hour_utc, minute=0),
+        args=[settings, "full"],
+        id="reconcile-full",
+        **common,
+    )
+    return scheduler
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging("scheduler", settings.log_level)
+    scheduler = build_scheduler(settings)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    log.info("scheduler started")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass

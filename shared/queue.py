@@ -1,0 +1,439 @@
+"""Beanstalk: putting typed jobs on their tubes and the one consumer loop every worker runs."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
+
+import greenstalk
+from pydantic import ValidationError
+
+from shared.jobs import Job
+from shared.logging import request_id_var
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+JobT = TypeVar("JobT", bound=Job)
+
+DEFAULT_PRIORITY = 1024
+
+
+class QueueUnavailable(Exception):
+    """beanstalkd cannot be reached; HTTP handlers answer 503 so the sender retries."""
+
+
+class RetryJob(Exception):
+    """A transient failure: put the job back with a delay (backoff unless one is given)."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class PoisonJob(Exception):
+    """The job can never succeed as it is: bury it with the reason for an operator."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Queue:
+    """A beanstalkd connection per thread (greenstalk clients are not thread-safe)."""
+
+    def __init__(self, host: str, port: int, *, tube_prefix: str = "") -> None:
+        self.host = host
+        self.port = port
+        self.tube_prefix = tube_prefix
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Queue:
+        return cls(
+            settings.beanstalk_host,
+            settings.beanstalk_port,
+            tube_prefix=settings.beanstalk_tube_prefix,
+        )
+
+    def tube_name(self, tube: str) -> str:
+        return f"{self.tube_prefix}{tube}"
+
+    def connect(self, *, use: str | None = None, watch: str | None = None) -> greenstalk.Client:
+        """A new client of our own (consumers keep theirs for their lifetime)."""
+        try:
+            return greenstalk.Client(
+                (self.host, self.port),
+                use=self.tube_name(use) if use else "default",
+                watch=self.tube_name(watch) if watch else "default",
+            )
+        except OSError as exc:
+            raise QueueUnavailable(f"beanstalkd unreachable at {self.host}:{self.port}") from exc
+
+    def _client(self) -> greenstalk.Client:
+        client: greenstalk.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self.connect()
+            self._local.client = client
+            self._local.using = "default"
+        return client
+
+    def _drop(self) -> None:
+        client: greenstalk.Client | None = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            try:
+                client.close()
+            except OSError:
+                pass
+
+    def _with_client(self, op: Callable[[greenstalk.Client], Any]) -> Any:
+        # One reconnect covers a beanstalkd restart between two requests of a long-lived worker.
+        for attempt in (1, 2):
+            try:
+                return op(self._client())
+            except (OSError, greenstalk.UnknownResponseError) as exc:
+                self._drop()
+                if attempt == 2:
+                    raise QueueUnavailable(f"beanstalkd unavailable: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def put(
+        self,
+        job: Job,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = 0,
+        ttr: int | None = None,
+    ) -> int:
+        """Durably queue a job (beanstalkd acknowledges after writing its binlog); returns its id."""
+        if job.request_id is None:
+            job = job.model_copy(update={"request_id": request_id_var.get()})
+        body = job.model_dump_json()
+        tube = self.tube_name(job.tube)
+        ttr = ttr or get_settings().job_ttr_seconds
+
+        def _put(client: greenstalk.Client) -> int:
+            if self._local.using != tube:
+                client.use(tube)
+                self._local.using = tube
+            job_id: int = client.put(body, priority=priority, delay=delay, ttr=ttr)
+            return job_id
+
+        job_id: int = self._with_client(_put)
+        return job_id
+
+    def put_many(self, jobs: Sequence[Job], **kwargs: Any) -> list[int]:
+        return [self.put(job, **kwargs) for job in jobs]
+
+    def tube_stats(self, tube: str) -> dict[str, Any]:
+        """beanstalkd's stats-tube for one of our tubes (zeros if it does not exist yet)."""
+        name = self.tube_name(tube)
+
+        def _stats(client: greenstalk.Client) -> dict[str, Any]:
+            try:
+                return dict(client.stats_tube(name))
+            except greenstalk.NotFoundError:
+                return {
+                    "name": name,
+                    "current-jobs-ready": 0,
+                    "current-jobs-buried": 0,
+                    "current-jobs-reserved": 0,
+                    "current-jobs-delayed": 0,
+                    "current-watching": 0,
+                    "total-jobs": 0,
+                }
+
+        result: dict[str, Any] = self._with_client(_stats)
+        return result
+
+    def peek_buried(self, tube: str) -> greenstalk.Job | None:
+        name = self.tube_name(tube)
+
+        def _peek(client: greenstalk.Client) -> greenstalk.Job | None:
+            if self._local.using != name:
+                client.use(name)
+                self._local.using = name
+            try:
+                return client.peek_buried()
+            except greenstalk.NotFoundError:
+                return None
+
+        result: greenstalk.Job | None = self._with_client(_peek)
+        return result
+
+    def kick(self, tube: str, bound: int = 1000) -> int:
+        """Move up to `bound` buried jobs of a tube back to ready; returns how many moved."""
+        name = self.tube_name(tube)
+
+        def _kick(client: greenstalk.Client) -> int:
+            if self._local.using != name:
+                client.use(name)
+                self._local.using = name
+            kicked: int = client.kick(bound)
+            return kicked
+
+        result: int = self._with_client(_kick)
+        return result
+
+    def ping(self) -> None:
+        self._with_client(lambda client: client.stats())
+
+
+@lru_cache(maxsize=1)
+def get_queue() -> Queue:
+    return Queue.from_settings(get_settings())
+
+
+@dataclass
+class Delivery(Generic[JobT]):
+    """One reserved job handed to a handler; the handler may decide its fate per job."""
+
+    job_id: int
+    job: JobT
+    attempts: int
+    raw: greenstalk.Job[Any] | None = field(default=None, repr=False)
+    outcome: str | None = None  # None → delete on success; "retry" or "bury" when decided
+    reason: str = ""
+    delay: float | None = None
+    _client: greenstalk.Client | None = field(default=None, repr=False)
+
+    def retry(self, reason: str, *, delay: float | None = None) -> None:
+        self.outcome, self.reason, self.delay = "retry", reason, delay
+
+    def bury(self, reason: str) -> None:
+        self.outcome, self.reason = "bury", reason
+
+    def touch(self) -> None:
+        """Ask for more time to run (the job's TTR restarts)."""
+        if self._client is not None:
+            self._client.touch(self._raw())
+
+    def _raw(self) -> greenstalk.Job[Any]:
+        # greenstalk's release/bury/touch want a Job object, not an id.
+        return self.raw if self.raw is not None else greenstalk.Job(self.job_id, "")
+
+
+BatchHandler = Callable[[list[Delivery[JobT]]], None]
+
+
+@dataclass
+class ConsumerOptions:
+    max_attempts: int = 8
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    batch_size: int = 1
+    linger_seconds: float = 0.0
+    reserve_timeout: int = 1
+    heartbeat_seconds: float = 10.0
+
+
+class Consumer(Generic[JobT]):
+    """reserve → validate → handle → delete; release with backoff on transient errors; bury poison."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        job_type: type[JobT],
+        handler: BatchHandler[JobT],
+        *,
+        options: ConsumerOptions | None = None,
+        heartbeat: Callable[[int], None] | None = None,
+        on_bury: Callable[[str, int, str, str], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.job_type = job_type
+        self.handler = handler
+        self.options = options or ConsumerOptions()
+        self.heartbeat = heartbeat
+        # Called with (tube, job id, reason, body) so the reason is kept where operators look.
+        self.on_bury = on_bury
+        self.jobs_done = 0
+        self._stop = threading.Event()
+        self._client: greenstalk.Client | None = None
+
+    @classmethod
+    def for_job(
+        cls,
+        job_type: type[JobT],
+        handle_one: Callable[[JobT], None],
+        **kwargs: Any,
+    ) -> Consumer[JobT]:
+        """A consumer whose handler takes one job at a time."""
+
+        def handle_batch(batch: list[Delivery[JobT]]) -> None:
+            for delivery in batch:
+                handle_one(delivery.job)
+
+        return cls(get_queue(), job_type, handle_batch, **kwargs)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT finish the job in hand, then exit (a kill -9 loses nothing either)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def backoff(self, attempts: int) -> int:
+        capped = min(self.options.backoff_max, self.options.backoff_base * 2 ** (attempts - 1))
+        return max(1, int(random.uniform(capped / 2, capped)))
+
+    def run(self, *, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
+        """Consume until stopped (or `max_jobs` handled, or idle that long); returns jobs handled."""
+        last_beat = 0.0
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if self.heartbeat and time.monotonic() - last_beat >= self.options.heartbeat_seconds:
+                self._beat()
+                last_beat = time.monotonic()
+            batch = self._reserve_batch()
+            if not batch:
+                if (
+                    idle_exit_seconds is not None
+                    and time.monotonic() - idle_since > idle_exit_seconds
+                ):
+                    break
+                continue
+            idle_since = time.monotonic()
+            self._process(batch)
+            if max_jobs is not None and self.jobs_done >= max_jobs:
+                break
+        if self.heartbeat:
+            self._beat()
+        self._close()
+        return self.jobs_done
+
+    def _beat(self) -> None:
+        try:
+            assert self.heartbeat is not None
+            self.heartbeat(self.jobs_done)
+        except Exception:
+            log.warning("worker heartbeat failed", exc_info=True)
+
+    def _connection(self) -> greenstalk.Client:
+        if self._client is None:
+            self._client = self.queue.connect(watch=self.job_type.tube)
+        return self._client
+
+    def _close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except OSError:
+                pass
+            self._client = None
+
+    def _reserve_batch(self) -> list[Delivery[JobT]]:
+        try:
+            client = self._connection()
+            first = self._reserve_one(client, self.options.reserve_timeout)
+            if first is None:
+                return []
+            batch = [first]
+            deadline = time.monotonic() + self.options.linger_seconds
+            while len(batch) < self.options.batch_size:
+                remaining = deadline - time.monotonic()
+                nxt = self._reserve_one(
+                    client, max(0, int(remaining + 0.999)) if remaining > 0 else 0
+                )
+                if nxt is None:
+                    break
+                batch.append(nxt)
+            return [d for d in batch if d.outcome is None]
+        except (OSError, QueueUnavailable, greenstalk.UnknownResponseError) as exc:
+            log.warning("beanstalkd unavailable, retrying", extra={"error": str(exc)})
+            self._close()
+            self._stop.wait(1.0)
+            return []
+
+    def _reserve_one(self, client: greenstalk.Client, timeout: int) -> Delivery[JobT] | None:
+        try:
+            raw = client.reserve(timeout=timeout)
+        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+            return None
+        stats = client.stats_job(raw)
+        attempts = int(stats.get("releases", 0)) + 1
+        try:
+            job = self.job_type.model_validate_json(raw.body)
+        except ValidationError as exc:
+            reason = f"invalid {self.job_type.__name__}: {exc.errors(include_input=False)}"
+            log.error("burying malformed job", extra={"job_id": raw.id, "reason": reason[:500]})
+            client.bury(raw)
+            self._record_bury(raw.id, reason, raw.body)
+            return None
+        return Delivery(job_id=raw.id, job=job, attempts=attempts, raw=raw, _client=client)
+
+    def _record_bury(self, job_id: int, reason: str, body: str) -> None:
+        if self.on_bury is None:
+            return
+        try:
+            self.on_bury(self.job_type.tube, job_id, reason, body)
+        except Exception:
+            log.warning("could not record buried job", extra={"job_id": job_id}, exc_info=True)
+
+    def _process(self, batch: list[Delivery[JobT]]) -> None:
+        client = self._connection()
+        token = request_id_var.set(batch[0].job.request_id)
+        try:
+            self.handler(batch)
+        except PoisonJob as exc:
+            for d in batch:
+                if d.outcome is None:
+                    d.bury(exc.reason)
+        except RetryJob as exc:
+            for d in batch:
+                if d.outcome is None:
+                    d.retry(exc.reason, delay=exc.delay)
+        except Exception as exc:
+            log.exception("job handler failed", extra={"tube": self.job_type.tube})
+            for d in batch:
+                if d.outcome is None:
+                    d.retry(f"{type(exc).__name__}: {exc}")
+        finally:
+            request_id_var.reset(token)
+        for d in batch:
+            self._settle(client, d)
+
+    def _settle(self, client: greenstalk.Client, d: Delivery[JobT]) -> None:
+        request_id_var.set(d.job.request_id)
+        extra = {"job_id": d.job_id, "tube": self.job_type.tube, "attempts": d.attempts}
+        try:
+            if d.outcome is None:
+                client.delete(d.job_id)
+                self.jobs_done += 1
+                log.info("job done", extra=extra)
+            elif d.outcome == "retry" and d.attempts < self.options.max_attempts:
+                delay = int(d.delay) if d.delay is not None else self.backoff(d.attempts)
+                client.release(d._raw(), priority=DEFAULT_PRIORITY, delay=delay)
+                log.warning(
+                    "job released for retry",
+                    extra={**extra, "delay": delay, "reason": d.reason[:500]},
+                )
+            else:
+                reason = (
+                    d.reason
+                    if d.outcome == "bury"
+                    else f"gave up after {d.attempts} attempts: {d.reason}"
+                )
+                client.bury(d._raw())
+                log.error("job buried", extra={**extra, "reason": reason[:1000]})
+                self._record_bury(d.job_id, reason, d.job.model_dump_json())
+        except greenstalk.NotFoundError:
+            # TTR ran out and another worker took the job; it will be handled there.
+            log.warning("job vanished before it was settled", extra=extra)
+        finally:
+            request_id_var.set(None)
+
+
+def hostname() -> str:
+    return socket.gethostname()

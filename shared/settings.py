@@ -1,0 +1,97 @@
+"""Typed configuration read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values shipped in `.env.example`; running with them outside sandbox mode would mean running
+# with secrets everybody knows.
+PLACEHOLDER_PREFIX = "change-me"
+
+
+class Settings(BaseSettings):
+    """Every knob of amosync, with the names operators set."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    sandbox_mode: bool = False
+
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_user: str = "root"
+    mysql_password: SecretStr = SecretStr("")
+    mysql_database: str = "amosync"
+    mysql_connect_timeout: float = 5.0
+
+    beanstalk_host: str = "127.0.0.1"
+    beanstalk_port: int = 11300
+    # Prepended to every tube name: lets several deployments (or test runs) share one beanstalkd.
+    beanstalk_tube_prefix: str = ""
+
+    amocrm_client_id: str = ""
+    amocrm_client_secret: SecretStr = SecretStr("")
+    amocrm_redirect_uri: str = ""
+    amocrm_auth_url: str = "https://www.amocrm.ru/oauth"
+    # When set, every account-API and token call goes here instead of https://{account host}.
+    amocrm_api_url: str | None = None
+    amocrm_allowed_domains: str = "amocrm.ru,amocrm.com,kommo.com"
+    amocrm_rate_limit_rps: float = 7.0
+
+    unisender_api_url: str = "https://api.unisender.com/ru/api"
+    unisender_list_title: str = "amoCRM {account_name}"
+
+    public_url: str = "http://127.0.0.1:8080"
+    encryption_key: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+    gateway_port: int = 8080
+
+    log_level: str = "INFO"
+
+    # Queue consumer behaviour.
+    job_max_attempts: int = Field(default=8, ge=1)
+    job_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    job_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    job_ttr_seconds: int = Field(default=120, ge=5)
+
+    # Scheduler.
+    token_refresh_interval_minutes: int = Field(default=60, ge=1)
+    token_refresh_horizon_hours: int = Field(default=24, ge=1)
+    reconcile_interval_minutes: int = Field(default=15, ge=1)
+    full_reconcile_hour_utc: int = Field(default=3, ge=0, le=23)
+
+    @field_validator("amocrm_api_url")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.sandbox_mode:
+            return self
+        for name in ("amocrm_client_secret", "encryption_key", "admin_token", "mysql_password"):
+            value: SecretStr = getattr(self, name)
+            if value.get_secret_value().startswith(PLACEHOLDER_PREFIX):
+                raise ValueError(
+                    f"{name.upper()} still holds the placeholder from .env.example; "
+                    "set a real secret (or SANDBOX_MODE=true for a local sandbox run)"
+                )
+        return self
+
+    @property
+    def allowed_domains(self) -> tuple[str, ...]:
+        return tuple(d.strip().lower() for d in self.amocrm_allowed_domains.split(",") if d.strip())
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests clear the cache after changing the env)."""
+    return Settings()

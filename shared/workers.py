@@ -1,0 +1,191 @@
+"""Queue-triggered consumers: their types, the worker registry with heartbeats, and the runner."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.db import Database, get_database
+from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
+from shared.queue import Consumer, ConsumerOptions, get_queue, hostname
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# A worker whose heartbeat is older than this is shown as dead.
+DEAD_AFTER = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class WorkerType:
+    """A consumer type: the job it takes, the handler (module:function) and its batching."""
+
+    job: type[Job]
+    handler: str
+    batch_size: int = 1
+    linger_seconds: float = 0.0
+
+
+WORKER_TYPES: dict[str, WorkerType] = {
+    "token-refresh": WorkerType(RefreshTokenJob, "shared.tokens:handle_refresh_batch"),
+    # Drains up to 500 rows' worth of events (or a short linger) into one importContacts call.
+    "contact-events": WorkerType(
+        ContactEventsJob,
+        "shared.incremental:handle_event_batch",
+        batch_size=200,
+        linger_seconds=0.5,
+    ),
+    "full-sync": WorkerType(FullSyncJob, "shared.fullsync:handle_sync_batch"),
+}
+
+
+class RegistryError(Exception):
+    """A registry rule refused the request (unknown type, over the maximum)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class WorkerRegistry:
+    """The original's add-worker / delete-worker / clear-workers, with heartbeats."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def check_type(worker_type: str) -> None:
+        if worker_type not in WORKER_TYPES:
+            known = ", ".join(sorted(WORKER_TYPES))
+            raise RegistryError(f"unknown worker type {worker_type!r} (known: {known})")
+
+    def set_max(self, worker_type: str, max_workers: int) -> None:
+        self.check_type(worker_type)
+        self.db.execute(
+            "INSERT INTO worker_limits (type, max_workers) VALUES (%s, %s) "
+            "ON DUPLICATE KEY UPDATE max_workers = VALUES(max_workers)",
+            (worker_type, max_workers),
+        )
+
+    def add(self, worker_type: str, name: str, *, max_workers: int | None = None) -> None:
+        """Register a worker slot; refused when the type already has its maximum."""
+        self.check_type(worker_type)
+        with self.db.transaction() as cur:
+            if max_workers is not None:
+                cur.execute(
+                    "INSERT INTO worker_limits (type, max_workers) VALUES (%s, %s) "
+                    "ON DUPLICATE KEY UPDATE max_workers = VALUES(max_workers)",
+                    (worker_type, max_workers),
+                )
+            cur.execute(
+                "SELECT max_workers FROM worker_limits WHERE type = %s FOR UPDATE", (worker_type,)
+            )
+            limit = cur.fetchone()
+            cur.execute(
+                "SELECT COUNT(*) AS n FROM workers WHERE type = %s AND name <> %s",
+                (worker_type, name),
+            )
+            count = cur.fetchone()["n"]
+            if limit is not None and count >= limit["max_workers"]:
+                raise RegistryError(
+                    f"type {worker_type!r} already has {count} of {limit['max_workers']} workers"
+                )
+            cur.execute(
+                "INSERT INTO workers (type, name) VALUES (%s, %s) "
+                "ON DUPLICATE KEY UPDATE name = name",
+                (worker_type, name),
+            )
+
+    def delete(self, worker_type: str, name: str) -> bool:
+        return (
+            self.db.execute(
+                "DELETE FROM workers WHERE type = %s AND name = %s", (worker_type, name)
+            )
+            > 0
+        )
+
+    def clear(self, worker_type: str | None = None) -> int:
+        if worker_type is None:
+            return self.db.execute("DELETE FROM workers")
+        return self.db.execute("DELETE FROM workers WHERE type = %s", (worker_type,))
+
+    def started(self, worker_type: str, name: str) -> None:
+        self.add(worker_type, name)
+        self.db.execute(
+            "UPDATE workers SET host = %s, pid = %s, started_at = %s, last_heartbeat_at = %s "
+            "WHERE type = %s AND name = %s",
+            (hostname(), os.getpid(), _now(), _now(), worker_type, name),
+        )
+
+    def heartbeat(self, worker_type: str, name: str, jobs_done: int) -> None:
+        self.db.execute(
+            "UPDATE workers SET last_heartbeat_at = %s, jobs_done = %s "
+            "WHERE type = %s AND name = %s",
+            (_now(), jobs_done, worker_type, name),
+        )
+
+    def list(self) -> list[dict[str, Any]]:
+        rows = self.db.fetch_all(
+            "SELECT w.type, w.name, w.host, w.pid, w.started_at, w.last_heartbeat_at, w.jobs_done, "
+            "l.max_workers FROM workers w LEFT JOIN worker_limits l ON l.type = w.type "
+            "ORDER BY w.type, w.name"
+        )
+        now = _now()
+        for row in rows:
+            beat = row["last_heartbeat_at"]
+            if beat is None:
+                row["state"] = "registered"
+            else:
+                row["state"] = "alive" if now - beat <= DEAD_AFTER else "dead"
+        return rows
+
+
+def record_buried(tube: str, job_id: int, reason: str, body: str) -> None:
+    """Keep a buried job's reason (and account) where the CLI and the status page show it."""
+    account_id: int | None = None
+    try:
+        import json
+
+        account_id = int(json.loads(body).get("account_id")) or None
+    except (ValueError, TypeError, AttributeError):
+        account_id = None
+    get_database().execute(
+        "INSERT INTO parked_jobs (tube, job_id, account_id, reason, body) "
+        "VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE reason = VALUES(reason), "
+        "buried_at = CURRENT_TIMESTAMP(6)",
+        (tube, job_id, account_id, reason[:2000], body[:1_000_000]),
+    )
+
+
+def load_handler(worker_type: WorkerType) -> Any:
+    module_name, _, attr = worker_type.handler.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
+    """A consumer for one worker type, registered and heart-beating under `name`."""
+    WorkerRegistry.check_type(type_name)
+    worker_type = WORKER_TYPES[type_name]
+    settings = get_settings()
+    registry = WorkerRegistry(get_database())
+    worker_name = name or f"{hostname()}-{os.getpid()}"
+    registry.started(type_name, worker_name)
+    options = ConsumerOptions(
+        max_attempts=settings.job_max_attempts,
+        backoff_base=settings.job_backoff_base_seconds,
+        backoff_max=settings.job_backoff_max_seconds,
+        batch_size=worker_type.batch_size,
+        linger_seconds=worker_type.linger_seconds,
+    )
+    return Consumer(
+        get_queue(),
+        worker_type.job,
+        load_handler(worker_type),
+        options=options,
+        heartbeat=lambda done: registry.heartbeat(type_name, worker_name, done),
+        on_bury=record_buried,
+    )
