@@ -1,0 +1,146 @@
+"""amoCRM error tree and the one place that maps HTTP responses onto it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class AmoCrmError(Exception):
+    """Any failure talking to amoCRM."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+
+
+class Unauthorized(AmoCrmError):
+    """401 that survived one refresh: the account must be re-authorized."""
+
+
+class RateLimited(AmoCrmError):
+    """429 that we did not wait out in-process; reschedule after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class AccountBlocked(AmoCrmError):
+    """403: amoCRM blocked the account for this integration; it does not heal by retrying."""
+
+
+class PaymentRequired(AmoCrmError):
+    """402: the amoCRM account is not paid."""
+
+
+class NotFound(AmoCrmError):
+    """404."""
+
+
+class BadRequest(AmoCrmError):
+    """400/422 or another 4xx we sent wrongly: a bug or bad data, never retried."""
+
+
+class Transient(AmoCrmError):
+    """5xx, timeout or connection failure: worth retrying later."""
+
+
+class OAuthRejected(AmoCrmError):
+    """4xx from the token endpoint: terminal, the account needs re-authorization."""
+
+    def __init__(self, message: str, *, hint: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.hint = hint
+
+
+class OAuthTransient(Transient):
+    """5xx or network failure at the token endpoint: the same grant may be retried."""
+
+
+def _json_body(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _detail(body: Any, resp: requests.Response) -> str:
+    if isinstance(body, dict):
+        parts = [str(body[k]) for k in ("title", "detail", "hint") if body.get(k)]
+        if parts:
+            return ": ".join(parts)
+    return resp.reason or f"HTTP {resp.status_code}"
+
+
+def parse_retry_after(resp: requests.Response, body: Any = None) -> float | None:
+    """Seconds to wait from the problem+json `retry_after` or a `Retry-After` header."""
+    candidates: list[Any] = []
+    if isinstance(body, dict):
+        candidates.append(body.get("retry_after"))
+    candidates.append(resp.headers.get("Retry-After"))
+    for value in candidates:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def raise_for_response(resp: requests.Response) -> None:
+    """Raise the `AmoCrmError` subclass for a non-2xx API response; return on 2xx."""
+    status = resp.status_code
+    if status < 400:
+        return
+    body = _json_body(resp)
+    kw: dict[str, Any] = {
+        "status": status,
+        "request_id": resp.headers.get("X-Request-Id"),
+        "body": body,
+    }
+    message = (
+        f"amoCRM {resp.request.method if resp.request else ''} -> {status}: {_detail(body, resp)}"
+    )
+    if status == 401:
+        raise Unauthorized(message, **kw)
+    if status == 402:
+        raise PaymentRequired(message, **kw)
+    if status == 403:
+        raise AccountBlocked(message, **kw)
+    if status == 404:
+        raise NotFound(message, **kw)
+    if status == 429:
+        raise RateLimited(message, retry_after=parse_retry_after(resp, body), **kw)
+    if status >= 500:
+        raise Transient(message, **kw)
+    raise BadRequest(message, **kw)
+
+
+def raise_for_oauth_response(resp: requests.Response) -> None:
+    """Token endpoint: 4xx is terminal (`OAuthRejected` with amoCRM's `hint`), 5xx transient."""
+    status = resp.status_code
+    if status < 400:
+        return
+    body = _json_body(resp)
+    hint = body.get("hint") if isinstance(body, dict) else None
+    kw: dict[str, Any] = {
+        "status": status,
+        "request_id": resp.headers.get("X-Request-Id"),
+        "body": body,
+    }
+    message = f"amoCRM token endpoint -> {status}: {_detail(body, resp)}"
+    if status >= 500:
+        raise OAuthTransient(message, **kw)
+    raise OAuthRejected(message, hint=str(hint) if hint is not None else None, **kw)
