@@ -1,0 +1,94 @@
+"""The Unisender emulator served in-thread on a free port, and clients pointed at it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from sandbox.unisender import SandboxConfig, create_app
+from shared.unisender import UnisenderClient
+
+
+class SandboxServer:
+    """A running emulator and a thin wrapper over its /_sandbox control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.api_url = f"{url}/ru/api"
+        self.http = requests.Session()
+
+    def control(self, verb: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(verb, f"{self.url}/_sandbox{path}", timeout=5, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def new_key(self, **seed: Any) -> str:
+        return str(self.control("POST", "/keys", json=seed)["api_key"])
+
+    def state(self, key: str) -> dict[str, Any]:
+        return dict(self.control("GET", f"/keys/{key}"))
+
+    def calls(self, key: str, method: str | None = None) -> dict[str, Any]:
+        params = {"method": method} if method else {}
+        return dict(self.control("GET", f"/keys/{key}/calls", params=params))
+
+    def fault(self, **spec: Any) -> dict[str, Any]:
+        return dict(self.control("POST", "/faults", json=spec))
+
+    def configure(self, **settings: Any) -> None:
+        self.control("PATCH", "/config", json=settings)
+
+    def api(self, method: str, data: Any = None, **kwargs: Any) -> Any:
+        """A raw API call (form-encoded POST), for behaviour the client never exercises."""
+        response = self.http.post(f"{self.api_url}/{method}", data=data, timeout=5, **kwargs)
+        assert response.status_code == 200
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    app = create_app(SandboxConfig())
+    # Threaded so a `hang` fault stalls only its own request, not the retry that follows it.
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SandboxServer(f"http://127.0.0.1:{server.server_port}")
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
+    defaults = SandboxConfig()
+    yield sandbox_server
+    sandbox_server.control("DELETE", "/faults")
+    sandbox_server.configure(
+        rate_limit_per_min=defaults.rate_limit_per_min,
+        latency_ms=defaults.latency_ms,
+        legacy_contact_shape=defaults.legacy_contact_shape,
+        string_numbers=defaults.string_numbers,
+    )
+
+
+@pytest.fixture
+def api_key(sandbox: SandboxServer) -> str:
+    return sandbox.new_key()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Delays the client asked to sleep, recorded instead of slept so tests stay fast."""
+    return []
+
+
+@pytest.fixture
+def client(sandbox: SandboxServer, api_key: str, sleeps: list[float]) -> Iterator[UnisenderClient]:
+    with UnisenderClient(
+        api_key, base_url=sandbox.api_url, sleep=sleeps.append, timeout=(2, 5)
+    ) as unisender:
+        yield unisender
