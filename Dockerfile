@@ -1,0 +1,24 @@
+# One image for every amosync container; FUNCTION picks the functions-framework target.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY sandbox ./sandbox
+COPY scheduler ./scheduler
+COPY cli ./cli
+RUN pip install .
+
+COPY functions ./functions
+COPY widget ./widget
+
+ARG FUNCTION=""
+ENV FUNCTION_TARGET=${FUNCTION} FUNCTION_SOURCE=functions/${FUNCTION}/main.py PORT=8080
+
+RUN useradd --system --uid 10001 amosync
+USER amosync
+
+# The same command `amosync dev` runs for each function (cli/devstack.py: function_command).
+CMD ["sh", "-c", "exec functions-framework --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]

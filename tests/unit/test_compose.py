@@ -1,0 +1,114 @@
+"""docker-compose.yml is valid (checked without an engine) and runs what `amosync dev` runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli.devstack import (
+    FUNCTIONS,
+    MIGRATE_COMMAND,
+    SCHEDULER_COMMAND,
+    WORKER_TYPES,
+    function_command,
+    sandbox_command,
+    worker_command,
+)
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def _example_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict]:  # type: ignore[type-arg]
+    return yaml.safe_load(COMPOSE.read_text())["services"]  # type: ignore[no-any-return]
+
+
+def test_compose_config_is_valid_without_an_engine(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose (Debian package) is needed for the static check"
+    env = {**os.environ, **_example_env()}
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE), "--profile", "sandbox", "config", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_run_without_secrets(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    assert tool
+    env = {k: v for k, v in os.environ.items() if k not in _example_env()}
+    result = subprocess.run([tool, "-f", str(COMPOSE), "config", "--quiet"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "set " in result.stderr and ".env" in result.stderr
+
+
+def test_one_container_per_function_built_from_the_shared_dockerfile(services: dict) -> None:  # type: ignore[type-arg]
+    for name in FUNCTIONS:
+        assert services[name]["build"]["args"]["FUNCTION"] == name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = function_command("NAME", 8080, host="0.0.0.0")
+    # The container's CMD passes the same flags `amosync dev` passes.
+    for flag in ("--source", "--target", "--host", "--port"):
+        assert flag in cmd and flag in dockerfile
+    assert "functions/${FUNCTION}/main.py" in dockerfile
+    assert re.search(r"--host 0\.0\.0\.0", dockerfile)
+
+
+def test_consumers_scheduler_and_migrate_run_the_dev_commands(services: dict) -> None:  # type: ignore[type-arg]
+    for worker_type in WORKER_TYPES:
+        assert services[f"worker-{worker_type}"]["command"] == worker_command(worker_type)
+    assert services["scheduler"]["command"] == SCHEDULER_COMMAND
+    assert services["migrate"]["command"] == MIGRATE_COMMAND
+
+
+def test_sandbox_services_are_in_the_sandbox_profile(services: dict) -> None:  # type: ignore[type-arg]
+    for vendor, port in (("amocrm", 8101), ("unisender", 8102)):
+        service = services[f"sandbox-{vendor}"]
+        assert service["profiles"] == ["sandbox"]
+        assert service["command"] == sandbox_command(vendor, port, host="0.0.0.0")
+
+
+def test_gateway_uses_the_same_template_and_gates_on_health(services: dict) -> None:  # type: ignore[type-arg]
+    gateway = services["gateway"]
+    assert any("gateway/amosync.conf.template" in v for v in gateway["volumes"])
+    for name in FUNCTIONS:
+        assert gateway["depends_on"][name]["condition"] == "service_healthy"
+    template = (ROOT / "gateway" / "amosync.conf.template").read_text()
+    names = set(re.findall(r"\$\{(AMOSYNC_[A-Z_]+)\}", template))
+    assert names <= set(gateway["environment"]), names - set(gateway["environment"])
+
+
+def test_beanstalkd_keeps_a_binlog_on_a_volume(services: dict) -> None:  # type: ignore[type-arg]
+    beanstalkd = services["beanstalkd"]
+    assert "-b" in beanstalkd["command"]
+    binlog = beanstalkd["command"][beanstalkd["command"].index("-b") + 1]
+    assert any(v.endswith(":" + binlog) for v in beanstalkd["volumes"])
+    assert beanstalkd["healthcheck"]
+
+
+def test_app_services_wait_for_migrations_and_healthy_dependencies(services: dict) -> None:  # type: ignore[type-arg]
+    for name in (*FUNCTIONS, "scheduler", *(f"worker-{t}" for t in WORKER_TYPES)):
+        deps = services[name]["depends_on"]
+        assert deps["mysql"]["condition"] == "service_healthy"
+        assert deps["beanstalkd"]["condition"] == "service_healthy"
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
