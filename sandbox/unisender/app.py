@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from sandbox.unisender.forms import parse_php_form
 from sandbox.unisender.state import (
@@ -39,6 +40,11 @@ def create_app(config: SandboxConfig | Mapping[str, Any] | None = None) -> Flask
         if lang not in LANGS:
             abort(404)
         return _handle_api(sandbox, method)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        body = {"error": exc.description or exc.name}
+        return Response(json.dumps(body), status=exc.code or 500, mimetype="application/json")
 
     _register_control(app, sandbox)
     return app

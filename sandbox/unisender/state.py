@@ -589,7 +589,10 @@ class Sandbox:
         if contact is None:
             # [unverified]: the real answer for an unknown address is undocumented.
             raise ApiError(f'Contact "{email}" not found', "unspecified")
-        flag = lambda name: str(args.get(name, "0")) == "1"  # noqa: E731
+
+        def flag(name: str) -> bool:
+            return str(args.get(name, "0")) == "1"
+
         details: dict[str, Any] = {
             "email": contact.email,
             "added_at": contact.added_at,

@@ -197,9 +197,11 @@ def test_subscribe_double_optin(sandbox: SandboxServer) -> None:
 def test_is_contact_in_lists(sandbox: SandboxServer) -> None:
     key = sandbox.new_key(lists=["A", "B"], contacts=[{"email": "p@x.ru", "lists": ["A"]}])
     a, b = (lst["id"] for lst in sandbox.state(key)["lists"])
-    ask = lambda cond: sandbox.api(  # noqa: E731
-        "isContactInLists", _form(key, email="p@x.ru", list_ids=f"{a},{b}", condition=cond)
-    )["result"]
+
+    def ask(condition: str) -> Any:
+        args = _form(key, email="p@x.ru", list_ids=f"{a},{b}", condition=condition)
+        return sandbox.api("isContactInLists", args)["result"]
+
     assert (ask("or"), ask("and")) == (True, False)
 
 
@@ -252,3 +254,10 @@ def test_environment_configures_the_app(monkeypatch: pytest.MonkeyPatch) -> None
     web.post("/_sandbox/reset")
     assert web.post("/ru/api/getLists", data=form).get_json() == {"result": []}
     assert SandboxConfig.from_env({}).rate_limit_per_min == 1200
+
+
+def test_control_api_errors_are_json(sandbox: SandboxServer) -> None:
+    response = sandbox.http.post(f"{sandbox.url}/_sandbox/faults", json={"kind": "bogus"})
+    assert response.status_code == 400
+    assert "kind must be one of" in response.json()["error"]
+    assert sandbox.http.get(f"{sandbox.url}/_sandbox/keys/none").status_code == 404
