@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from shared.db import Database
 
 
 class Throttle(Protocol):
@@ -65,3 +68,57 @@ class IntervalThrottle:
             until = self._clock() + max(0.0, seconds)
             self._paused_until = max(self._paused_until, until)
             self._next_at = max(self._next_at, until)
+
+
+class MySqlThrottle:
+    """Cross-process throttle: one row per account in `amo_rate_slots` hands out request slots.
+
+    Every process (function containers, each consumer) reserves its slot in a short transaction
+    on the row (`SELECT … FOR UPDATE` serializes them), then sleeps until the slot. Time comes
+    from the MySQL server's clock so processes on different hosts agree without synced clocks.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        key: str,
+        rate: float = 7.0,
+        *,
+        safety: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.db = db
+        self.key = key
+        self._interval = (1.0 + safety) / rate
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self.db.transaction() as cur:
+            cur.execute(
+                "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)",
+                (self.key,),
+            )
+            cur.execute(
+                "SELECT next_slot, UNIX_TIMESTAMP(NOW(6)) AS now FROM amo_rate_slots "
+                "WHERE account_key = %s FOR UPDATE",
+                (self.key,),
+            )
+            row = cur.fetchone()
+            now = float(row["now"])
+            slot = max(now, float(row["next_slot"]))
+            cur.execute(
+                "UPDATE amo_rate_slots SET next_slot = %s WHERE account_key = %s",
+                (slot + self._interval, self.key),
+            )
+        if slot > now:
+            self._sleep(slot - now)
+
+    def pause(self, seconds: float) -> None:
+        self.db.execute(
+            "INSERT INTO amo_rate_slots (account_key, next_slot) "
+            "VALUES (%s, UNIX_TIMESTAMP(NOW(6)) + %s) "
+            "ON DUPLICATE KEY UPDATE next_slot = GREATEST(next_slot, UNIX_TIMESTAMP(NOW(6)) + %s)",
+            (self.key, max(0.0, seconds), max(0.0, seconds)),
+        )
