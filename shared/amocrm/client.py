@@ -113,11 +113,16 @@ class AmoCrmClient:
         updated_since: int | None = None,
         order: Mapping[str, str] | None = None,
         only_deleted: bool = False,
+        start_page: int = 1,
     ) -> Iterator[ContactPage]:
-        """Pages of `/api/v4/contacts`, following `_links.next` until it is absent or a 204."""
+        """Pages of `/api/v4/contacts` from `start_page` (resuming), following `_links.next`."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
+        if start_page < 1:
+            raise ValueError("start_page must be >= 1")
         params: dict[str, Any] = {"limit": limit}
+        if start_page > 1:
+            params["page"] = start_page
         if updated_since is not None:
             params["filter[updated_at][from]"] = int(updated_since)
         for field, direction in (order or {}).items():
@@ -125,7 +130,7 @@ class AmoCrmClient:
         if only_deleted:
             params["with"] = "only_deleted"
         url: str | None = "/api/v4/contacts"
-        page_no = 1
+        page_no = start_page
         while url is not None:
             resp = self._request("GET", url, params=params)
             if resp.status_code == 204:
