@@ -1,0 +1,82 @@
+"""An account's link to Unisender: its API key (encrypted at rest) and its one list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import SecretStr
+
+from shared.crypto import get_secret_box
+from shared.db import Database
+from shared.settings import get_settings
+from shared.unisender.client import UnisenderClient
+
+
+@dataclass(frozen=True)
+class UnisenderLink:
+    """What amosync needs to write into an account's Unisender list."""
+
+    account_id: int
+    api_key: SecretStr
+    list_id: int | None
+    list_title: str | None
+    connected_at: datetime | None = None
+
+
+def get_unisender_link(db: Database, account_id: int) -> UnisenderLink | None:
+    """The account's link, or None when no key is stored (never connected, or disconnected)."""
+    row = db.fetch_one(
+        "SELECT account_id, api_key_enc, list_id, list_title, connected_at "
+        "FROM unisender_settings WHERE account_id = %s",
+        (account_id,),
+    )
+    if row is None:
+        return None
+    return UnisenderLink(
+        account_id=int(row["account_id"]),
+        api_key=SecretStr(get_secret_box().decrypt(row["api_key_enc"])),
+        list_id=int(row["list_id"]) if row["list_id"] is not None else None,
+        list_title=row["list_title"],
+        connected_at=row["connected_at"],
+    )
+
+
+def save_unisender_link(
+    db: Database, account_id: int, *, api_key: str, list_id: int, list_title: str
+) -> UnisenderLink:
+    """Store (or replace) the account's key and list; the key is encrypted first."""
+    encrypted = get_secret_box().encrypt(api_key)
+    db.execute(
+        "INSERT INTO unisender_settings (account_id, api_key_enc, list_id, list_title) "
+        "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE api_key_enc = VALUES(api_key_enc), "
+        "list_id = VALUES(list_id), list_title = VALUES(list_title), "
+        "connected_at = CURRENT_TIMESTAMP(6)",
+        (account_id, encrypted, list_id, list_title),
+    )
+    link = get_unisender_link(db, account_id)
+    assert link is not None
+    return link
+
+
+def forget_unisender_link(db: Database, account_id: int) -> bool:
+    """Delete the stored key (and list reference); True if there was one."""
+    return db.execute("DELETE FROM unisender_settings WHERE account_id = %s", (account_id,)) > 0
+
+
+def unisender_client_for(link: UnisenderLink) -> UnisenderClient:
+    """A Unisender client for the link's key, configured from settings."""
+    settings = get_settings()
+    return UnisenderClient(link.api_key.get_secret_value(), base_url=settings.unisender_api_url)
+
+
+def unisender_client_for_key(api_key: str) -> UnisenderClient:
+    """A client for a key that is not stored yet (the widget validates it first)."""
+    return UnisenderClient(api_key, base_url=get_settings().unisender_api_url)
+
+
+def list_title_for(*, account_id: int, account_name: str) -> str:
+    """The account's list title from UNISENDER_LIST_TITLE ({account_name}, {account_id})."""
+    title = get_settings().unisender_list_title
+    title = title.replace("{account_name}", account_name or str(account_id))
+    return title.replace("{account_id}", str(account_id))[:255]
