@@ -61,7 +61,7 @@ def dev(
         bool, typer.Option(help="Also run the amoCRM and Unisender emulators.")
     ] = True,
 ) -> None:
-    """Run the whole stack without Docker: the same processes the containers run. Ctrl-C stops all."""
+    """Run the whole stack without Docker: the processes the containers run. Ctrl-C stops all."""
     from cli.devstack import run_dev_stack
 
     raise typer.Exit(run_dev_stack(with_sandbox=sandbox))

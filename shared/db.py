@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ class DatabaseUnavailable(Exception):
 
 
 class Database:
-    """A MySQL database reached with per-thread connections that reconnect after a server restart."""
+    """MySQL with per-thread connections that reconnect after a server restart."""
 
     def __init__(
         self,
@@ -87,10 +88,9 @@ class Database:
         conn: Connection[Any] | None = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
-            try:
+            # It is already broken; closing only frees the socket.
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:  # noqa: S110 - it is already broken; we only free the socket
-                pass
 
     @contextmanager
     def transaction(self) -> Iterator[pymysql.cursors.DictCursor]:
@@ -98,7 +98,7 @@ class Database:
         conn = self._begin()
         cursor = conn.cursor()
         try:
-            yield cursor  # type: ignore[misc]
+            yield cursor
             conn.commit()
         except BaseException:
             try:

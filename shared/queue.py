@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -23,6 +24,10 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 JobT = TypeVar("JobT", bound=Job)
+
+# Our job bodies are JSON text, so every greenstalk client and job here carries `str`.
+Client = greenstalk.Client[str]
+RawJob = greenstalk.Job[str]
 
 DEFAULT_PRIORITY = 1024
 
@@ -68,7 +73,7 @@ class Queue:
     def tube_name(self, tube: str) -> str:
         return f"{self.tube_prefix}{tube}"
 
-    def connect(self, *, use: str | None = None, watch: str | None = None) -> greenstalk.Client:
+    def connect(self, *, use: str | None = None, watch: str | None = None) -> Client:
         """A new client of our own (consumers keep theirs for their lifetime)."""
         try:
             return greenstalk.Client(
@@ -79,8 +84,8 @@ class Queue:
         except OSError as exc:
             raise QueueUnavailable(f"beanstalkd unreachable at {self.host}:{self.port}") from exc
 
-    def _client(self) -> greenstalk.Client:
-        client: greenstalk.Client | None = getattr(self._local, "client", None)
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
         if client is None:
             client = self.connect()
             self._local.client = client
@@ -88,15 +93,13 @@ class Queue:
         return client
 
     def _drop(self) -> None:
-        client: greenstalk.Client | None = getattr(self._local, "client", None)
+        client: Client | None = getattr(self._local, "client", None)
         self._local.client = None
         if client is not None:
-            try:
+            with contextlib.suppress(OSError):
                 client.close()
-            except OSError:
-                pass
 
-    def _with_client(self, op: Callable[[greenstalk.Client], Any]) -> Any:
+    def _with_client(self, op: Callable[[Client], Any]) -> Any:
         # One reconnect covers a beanstalkd restart between two requests of a long-lived worker.
         for attempt in (1, 2):
             try:
@@ -115,14 +118,14 @@ class Queue:
         delay: int = 0,
         ttr: int | None = None,
     ) -> int:
-        """Durably queue a job (beanstalkd acknowledges after writing its binlog); returns its id."""
+        """Durably queue a job (acknowledged after beanstalkd wrote its binlog); returns its id."""
         if job.request_id is None:
             job = job.model_copy(update={"request_id": request_id_var.get()})
         body = job.model_dump_json()
         tube = self.tube_name(job.tube)
         ttr = ttr or get_settings().job_ttr_seconds
 
-        def _put(client: greenstalk.Client) -> int:
+        def _put(client: Client) -> int:
             if self._local.using != tube:
                 client.use(tube)
                 self._local.using = tube
@@ -139,7 +142,7 @@ class Queue:
         """beanstalkd's stats-tube for one of our tubes (zeros if it does not exist yet)."""
         name = self.tube_name(tube)
 
-        def _stats(client: greenstalk.Client) -> dict[str, Any]:
+        def _stats(client: Client) -> dict[str, Any]:
             try:
                 return dict(client.stats_tube(name))
             except greenstalk.NotFoundError:
@@ -156,10 +159,10 @@ class Queue:
         result: dict[str, Any] = self._with_client(_stats)
         return result
 
-    def peek_buried(self, tube: str) -> greenstalk.Job | None:
+    def peek_buried(self, tube: str) -> RawJob | None:
         name = self.tube_name(tube)
 
-        def _peek(client: greenstalk.Client) -> greenstalk.Job | None:
+        def _peek(client: Client) -> RawJob | None:
             if self._local.using != name:
                 client.use(name)
                 self._local.using = name
@@ -168,14 +171,14 @@ class Queue:
             except greenstalk.NotFoundError:
                 return None
 
-        result: greenstalk.Job | None = self._with_client(_peek)
+        result: RawJob | None = self._with_client(_peek)
         return result
 
     def kick(self, tube: str, bound: int = 1000) -> int:
         """Move up to `bound` buried jobs of a tube back to ready; returns how many moved."""
         name = self.tube_name(tube)
 
-        def _kick(client: greenstalk.Client) -> int:
+        def _kick(client: Client) -> int:
             if self._local.using != name:
                 client.use(name)
                 self._local.using = name
@@ -201,11 +204,11 @@ class Delivery(Generic[JobT]):
     job_id: int
     job: JobT
     attempts: int
-    raw: greenstalk.Job[Any] | None = field(default=None, repr=False)
+    raw: RawJob | None = field(default=None, repr=False)
     outcome: str | None = None  # None → delete on success; "retry" or "bury" when decided
     reason: str = ""
     delay: float | None = None
-    _client: greenstalk.Client | None = field(default=None, repr=False)
+    _client: Client | None = field(default=None, repr=False)
 
     def retry(self, reason: str, *, delay: float | None = None) -> None:
         self.outcome, self.reason, self.delay = "retry", reason, delay
@@ -218,7 +221,7 @@ class Delivery(Generic[JobT]):
         if self._client is not None:
             self._client.touch(self._raw())
 
-    def _raw(self) -> greenstalk.Job[Any]:
+    def _raw(self) -> RawJob:
         # greenstalk's release/bury/touch want a Job object, not an id.
         return self.raw if self.raw is not None else greenstalk.Job(self.job_id, "")
 
@@ -238,7 +241,7 @@ class ConsumerOptions:
 
 
 class Consumer(Generic[JobT]):
-    """reserve → validate → handle → delete; release with backoff on transient errors; bury poison."""
+    """reserve → validate → handle → delete; release with backoff when transient; bury poison."""
 
     def __init__(
         self,
@@ -259,7 +262,7 @@ class Consumer(Generic[JobT]):
         self.on_bury = on_bury
         self.jobs_done = 0
         self._stop = threading.Event()
-        self._client: greenstalk.Client | None = None
+        self._client: Client | None = None
 
     @classmethod
     def for_job(
@@ -289,7 +292,7 @@ class Consumer(Generic[JobT]):
         return max(1, int(random.uniform(capped / 2, capped)))
 
     def run(self, *, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
-        """Consume until stopped (or `max_jobs` handled, or idle that long); returns jobs handled."""
+        """Consume until stopped, `max_jobs` handled or idle that long; returns jobs handled."""
         last_beat = 0.0
         idle_since = time.monotonic()
         while not self._stop.is_set():
@@ -320,17 +323,15 @@ class Consumer(Generic[JobT]):
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
 
-    def _connection(self) -> greenstalk.Client:
+    def _connection(self) -> Client:
         if self._client is None:
             self._client = self.queue.connect(watch=self.job_type.tube)
         return self._client
 
     def _close(self) -> None:
         if self._client is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._client.close()
-            except OSError:
-                pass
             self._client = None
 
     def _reserve_batch(self) -> list[Delivery[JobT]]:
@@ -356,7 +357,7 @@ class Consumer(Generic[JobT]):
             self._stop.wait(1.0)
             return []
 
-    def _reserve_one(self, client: greenstalk.Client, timeout: int) -> Delivery[JobT] | None:
+    def _reserve_one(self, client: Client, timeout: int) -> Delivery[JobT] | None:
         try:
             raw = client.reserve(timeout=timeout)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
@@ -404,7 +405,7 @@ class Consumer(Generic[JobT]):
         for d in batch:
             self._settle(client, d)
 
-    def _settle(self, client: greenstalk.Client, d: Delivery[JobT]) -> None:
+    def _settle(self, client: Client, d: Delivery[JobT]) -> None:
         request_id_var.set(d.job.request_id)
         extra = {"job_id": d.job_id, "tube": self.job_type.tube, "attempts": d.attempts}
         try:

@@ -106,6 +106,7 @@ class MySqlThrottle:
                 (self.key,),
             )
             row = cur.fetchone()
+            assert row is not None  # inserted just above, in this transaction
             now = float(row["now"])
             slot = max(now, float(row["next_slot"]))
             cur.execute(

@@ -89,7 +89,8 @@ class WorkerRegistry:
                 "SELECT COUNT(*) AS n FROM workers WHERE type = %s AND name <> %s",
                 (worker_type, name),
             )
-            count = cur.fetchone()["n"]
+            count_row = cur.fetchone()
+            count = count_row["n"] if count_row else 0
             if limit is not None and count >= limit["max_workers"]:
                 raise RegistryError(
                     f"type {worker_type!r} already has {count} of {limit['max_workers']} workers"

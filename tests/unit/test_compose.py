@@ -47,7 +47,11 @@ def test_compose_config_is_valid_without_an_engine(tmp_path: Path) -> None:
     env = {**os.environ, **_example_env()}
     result = subprocess.run(
         [tool, "-f", str(COMPOSE), "--profile", "sandbox", "config", "--quiet"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -56,8 +60,14 @@ def test_compose_refuses_to_run_without_secrets(tmp_path: Path) -> None:
     tool = shutil.which("docker-compose")
     assert tool
     env = {k: v for k, v in os.environ.items() if k not in _example_env()}
-    result = subprocess.run([tool, "-f", str(COMPOSE), "config", "--quiet"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE), "config", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert "set " in result.stderr and ".env" in result.stderr
 
