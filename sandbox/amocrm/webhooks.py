@@ -102,18 +102,18 @@ def deliver(
             selected = [c for c in changes if wanted(hook.settings, c)]
             if selected:
                 jobs.append((hook.destination, build_body(account, selected)))
-    records = [
-        {
-            "id": len(world.deliveries) + n + 1,
-            "account_id": account.id,
-            "destination": destination,
-            "body": body,
-            "status": None,
-            "error": None,
-        }
-        for n, (destination, body) in enumerate(jobs)
-    ]
     with world.lock:
+        records = [
+            {
+                "id": len(world.deliveries) + n + 1,
+                "account_id": account.id,
+                "destination": destination,
+                "body": body,
+                "status": None,
+                "error": None,
+            }
+            for n, (destination, body) in enumerate(jobs)
+        ]
         world.deliveries.extend(records)
 
     def run() -> None:
