@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ops
+from cli import accounts, ops
 
 app = typer.Typer(
     name="amosync",
@@ -15,3 +15,4 @@ app = typer.Typer(
 )
 
 ops.register(app)
+accounts.register(app)

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     amocrm_api_url: str | None = None
     amocrm_allowed_domains: str = "amocrm.ru,amocrm.com,kommo.com"
     amocrm_rate_limit_rps: float = 7.0
+    # OAuth `state` lifetime: the consent page plus amoCRM's 20-minute code window.
+    oauth_state_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # A refresh job finding a pair younger than this skips: it is a duplicate of a finished one.
+    token_refresh_min_age_minutes: int = Field(default=5, ge=0)
 
     unisender_api_url: str = "https://api.unisender.com/ru/api"
     unisender_list_title: str = "amoCRM {account_name}"

@@ -1,0 +1,169 @@
+"""Installed amoCRM accounts: the rows, their lookup by id or local name, and their status."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.db import Database, Row
+from shared.errors import BadRequest, NotFound
+
+log = logging.getLogger(__name__)
+
+AccountStatus = Literal["active", "reauth_required", "disabled", "blocked"]
+STATUSES: tuple[str, ...] = get_args(AccountStatus)
+
+# Interpolated into SQL below: a constant, never input (hence the S608 waivers).
+_COLUMNS = "id, name, host, amo_name, status, status_reason, email_types, created_at, updated_at"
+
+
+class AccountRow(BaseModel):
+    """One installed amoCRM account; `id` is the amoCRM account id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    host: str
+    amo_name: str = ""
+    status: AccountStatus = "active"
+    status_reason: str | None = None
+    # None = every email type syncs; otherwise only these enum codes (WORK, PRIV, OTHER).
+    email_types: frozenset[str] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @classmethod
+    def from_row(cls, row: Row) -> AccountRow:
+        raw_types = row.get("email_types")
+        types = (
+            frozenset(t.strip().upper() for t in raw_types.split(",") if t.strip())
+            if raw_types
+            else None
+        )
+        return cls(
+            id=int(row["id"]),
+            name=row["name"],
+            host=row["host"],
+            amo_name=row.get("amo_name") or "",
+            status=row["status"],
+            status_reason=row.get("status_reason"),
+            email_types=types or None,
+            created_at=row.get("created_at"),
+            updated_at=row.get("updated_at"),
+        )
+
+
+class AccountOverview(BaseModel):
+    """An account with its token state, as the CLI and status page show it."""
+
+    account: AccountRow
+    token_expires_at: datetime | None
+    token_refreshed_at: datetime | None
+    token_generation: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.account
+        return {
+            "name": a.name,
+            "id": a.id,
+            "host": a.host,
+            "amo_name": a.amo_name,
+            "status": a.status,
+            "status_reason": a.status_reason,
+            "token_expires_at": _iso(self.token_expires_at),
+            "token_refreshed_at": _iso(self.token_refreshed_at),
+            "token_generation": self.token_generation,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    # MySQL DATETIME comes back naive; every timestamp we store is UTC.
+    return value.replace(tzinfo=UTC).isoformat() if value is not None else None
+
+
+def get_account(db: Database, account_id: int) -> AccountRow | None:
+    """The account with this amoCRM id, or None."""
+    sql = f"SELECT {_COLUMNS} FROM accounts WHERE id = %s"  # noqa: S608
+    row = db.fetch_one(sql, (account_id,))
+    return AccountRow.from_row(row) if row else None
+
+
+def get_account_by_name(db: Database, name: str) -> AccountRow | None:
+    """The account installed under this local name, or None."""
+    sql = f"SELECT {_COLUMNS} FROM accounts WHERE name = %s"  # noqa: S608
+    row = db.fetch_one(sql, (name,))
+    return AccountRow.from_row(row) if row else None
+
+
+def find_account(
+    db: Database, *, name: str | None = None, account_id: int | None = None
+) -> AccountRow:
+    """The account by local name or id; raises NotFound (404) when there is none."""
+    if (name is None) == (account_id is None):
+        raise BadRequest("give exactly one of name or account_id", code="missing_parameter")
+    account = get_account(db, account_id) if account_id is not None else None
+    if name is not None:
+        account = get_account_by_name(db, name)
+    if account is None:
+        what = f"name {name!r}" if name is not None else f"id {account_id}"
+        raise NotFound(f"no account with {what}", code="account_not_found")
+    return account
+
+
+def list_accounts(db: Database) -> list[AccountRow]:
+    """Every installed account, by name."""
+    rows = db.fetch_all(f"SELECT {_COLUMNS} FROM accounts ORDER BY name")  # noqa: S608
+    return [AccountRow.from_row(r) for r in rows]
+
+
+def list_account_overviews(db: Database) -> list[AccountOverview]:
+    """Every account with its token expiry (no token values are read)."""
+    cols = ", ".join(f"a.{c.strip()}" for c in _COLUMNS.split(","))
+    rows = db.fetch_all(
+        f"SELECT {cols}, t.expires_at AS token_expires_at, "  # noqa: S608
+        "t.refreshed_at AS token_refreshed_at, "
+        "t.generation AS token_generation "
+        "FROM accounts a LEFT JOIN oauth_tokens t ON t.account_id = a.id ORDER BY a.name"
+    )
+    return [
+        AccountOverview(
+            account=AccountRow.from_row(r),
+            token_expires_at=r["token_expires_at"],
+            token_refreshed_at=r["token_refreshed_at"],
+            token_generation=r["token_generation"],
+        )
+        for r in rows
+    ]
+
+
+def mark_account_status(
+    db: Database,
+    account_id: int,
+    status: AccountStatus,
+    reason: str | None,
+    *,
+    only_if: tuple[AccountStatus, ...] | None = None,
+) -> bool:
+    """Set one account's status (optionally only from the given ones); True if it changed."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown account status {status!r}")
+    sql = "UPDATE accounts SET status = %s, status_reason = %s WHERE id = %s"
+    params: list[Any] = [status, (reason or None) and reason[:500], account_id]
+    if only_if:
+        sql += f" AND status IN ({', '.join(['%s'] * len(only_if))})"
+        params.extend(only_if)
+    changed = db.execute(sql, params) > 0
+    if changed:
+        log.warning(
+            "account status changed",
+            extra={"account_id": account_id, "status": status, "reason": (reason or "")[:200]},
+        )
+    return changed

@@ -1,0 +1,315 @@
+"""OAuth token storage and refresh: encrypted at rest, one refresh per account at a time.
+
+amoCRM rotates the refresh token on every refresh and a spent one is dead, so a double refresh
+(two processes spending the same refresh token) breaks an account. Every refresh here happens
+under a per-account MySQL lock (GET_LOCK, shared by every process) and re-reads the stored pair
+under that lock first: whoever comes second sees the rotated pair and does not spend anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import SecretStr
+
+from shared.accounts import AccountRow, get_account, mark_account_status
+from shared.amocrm.client import AmoCrmClient
+from shared.amocrm.errors import OAuthRejected, OAuthTransient, Unauthorized
+from shared.amocrm.models import TokenPair
+from shared.amocrm.oauth import AmoCrmOAuth
+from shared.crypto import get_secret_box
+from shared.db import Database, get_database
+from shared.jobs import RefreshTokenJob
+from shared.queue import Delivery, RetryJob, get_queue
+from shared.ratelimit import IntervalThrottle, Throttle
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Refresh this long before the stored expiry, so a request never leaves with a dying token.
+EXPIRY_SKEW = timedelta(minutes=2)
+# How long a caller waits for another process's refresh of the same account to finish.
+LOCK_WAIT_SECONDS = 30
+
+
+class RefreshLockBusy(Exception):
+    """Another process held the account's refresh lock for longer than we waited."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    # DATETIME columns hold UTC without a zone.
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class StoredTokens:
+    """The decrypted pair of one account as stored, with its generation (bumped per rotation)."""
+
+    account_id: int
+    access_token: SecretStr
+    refresh_token: SecretStr
+    expires_at: datetime
+    refreshed_at: datetime | None
+    generation: int
+
+    def expires_within(self, delta: timedelta, *, now: datetime | None = None) -> bool:
+        return self.expires_at <= (now or _utcnow()) + delta
+
+
+def build_oauth(
+    settings: Settings | None = None, *, timeout: float | tuple[float, float] = (5, 20)
+) -> AmoCrmOAuth:
+    """The OAuth client from settings (AMOCRM_API_URL, when set, receives every token call)."""
+    s = settings or get_settings()
+    return AmoCrmOAuth(
+        s.amocrm_client_id,
+        s.amocrm_client_secret,
+        s.amocrm_redirect_uri,
+        api_url_override=s.amocrm_api_url,
+        timeout=timeout,
+    )
+
+
+def refresh_lock_name(db: Database, account_id: int) -> str:
+    # GET_LOCK names are server-wide: the database name keeps deployments (and test runs) apart.
+    return f"{db.name[:40]}:tok:{account_id}"
+
+
+def load_tokens(db: Database, account_id: int) -> StoredTokens | None:
+    """The account's stored pair, decrypted; None when it has none (disabled, never installed)."""
+    row = db.fetch_one(
+        "SELECT account_id, access_token_enc, refresh_token_enc, expires_at, refreshed_at, "
+        "generation FROM oauth_tokens WHERE account_id = %s",
+        (account_id,),
+    )
+    if row is None:
+        return None
+    box = get_secret_box()
+    return StoredTokens(
+        account_id=int(row["account_id"]),
+        access_token=SecretStr(box.decrypt(row["access_token_enc"])),
+        refresh_token=SecretStr(box.decrypt(row["refresh_token_enc"])),
+        expires_at=row["expires_at"].replace(tzinfo=UTC),
+        refreshed_at=row["refreshed_at"].replace(tzinfo=UTC) if row["refreshed_at"] else None,
+        generation=int(row["generation"]),
+    )
+
+
+def encrypted_pair(pair: TokenPair) -> tuple[bytes, bytes, datetime]:
+    """(access, refresh, expires_at) ready for the oauth_tokens columns."""
+    box = get_secret_box()
+    return (
+        box.encrypt(pair.access_token.get_secret_value()),
+        box.encrypt(pair.refresh_token.get_secret_value()),
+        _naive_utc(pair.expires_at),
+    )
+
+
+def save_rotated_pair(db: Database, account_id: int, pair: TokenPair, *, generation: int) -> bool:
+    """Store a refreshed pair if the stored one is still `generation`; bumps the generation."""
+    access, refresh, expires = encrypted_pair(pair)
+    changed = db.execute(
+        "UPDATE oauth_tokens SET access_token_enc = %s, refresh_token_enc = %s, expires_at = %s, "
+        "refreshed_at = %s, generation = generation + 1 WHERE account_id = %s AND generation = %s",
+        (access, refresh, expires, _naive_utc(_utcnow()), account_id, generation),
+    )
+    return changed == 1
+
+
+def refresh_under_lock(
+    db: Database,
+    oauth: AmoCrmOAuth,
+    account: AccountRow,
+    *,
+    still_needed: Callable[[StoredTokens], bool],
+    lock_wait: float = LOCK_WAIT_SECONDS,
+) -> StoredTokens | None:
+    """Refresh the account's pair unless, re-read under its lock, `still_needed` says no.
+
+    Returns the pair stored afterwards (None if the account has no tokens). Raises
+    `OAuthRejected` after marking the account reauth_required, `OAuthTransient` for a retry,
+    `RefreshLockBusy` if another process kept the lock too long.
+    """
+    with db.named_lock(refresh_lock_name(db, account.id), timeout=lock_wait) as acquired:
+        if not acquired:
+            raise RefreshLockBusy(f"refresh lock of account {account.id} is busy")
+        current = load_tokens(db, account.id)
+        if current is None or not still_needed(current):
+            return current
+        try:
+            pair = oauth.refresh(account.host, current.refresh_token)
+        except OAuthRejected as exc:
+            # Terminal for this account only; its data stays, an admin re-authorizes it.
+            mark_account_status(
+                db,
+                account.id,
+                "reauth_required",
+                f"token refresh rejected: {exc.hint or exc}",
+                only_if=("active", "blocked"),
+            )
+            raise
+        # The old refresh token is spent now: store the new pair before anything else can fail.
+        if not save_rotated_pair(db, account.id, pair, generation=current.generation):
+            # Only possible if someone wrote tokens without the lock (an install racing us);
+            # theirs is the newer grant, so keep it.
+            log.warning("stored pair changed during refresh", extra={"account_id": account.id})
+        else:
+            log.info(
+                "token refreshed",
+                extra={"account_id": account.id, "generation": current.generation + 1},
+            )
+        return load_tokens(db, account.id)
+
+
+class DbTokenProvider:
+    """The amoCRM client's token source for one account, backed by oauth_tokens."""
+
+    def __init__(
+        self,
+        db: Database,
+        oauth: AmoCrmOAuth,
+        account: AccountRow,
+        *,
+        skew: timedelta = EXPIRY_SKEW,
+        lock_wait: float = LOCK_WAIT_SECONDS,
+    ) -> None:
+        self._db = db
+        self._oauth = oauth
+        self._account = account
+        self._skew = skew
+        self._lock_wait = lock_wait
+
+    def __repr__(self) -> str:
+        return f"DbTokenProvider(account_id={self._account.id})"
+
+    def access_token(self) -> str:
+        """The stored access token, refreshed first (under the lock) when it is about to expire."""
+        current = load_tokens(self._db, self._account.id)
+        if current is None:
+            raise Unauthorized(f"account {self._account.id} has no tokens", status=401)
+        if not current.expires_within(self._skew):
+            return current.access_token.get_secret_value()
+        return self._refresh(lambda stored: stored.expires_within(self._skew))
+
+    def refresh_after_unauthorized(self, rejected_access_token: str) -> str:
+        """Refresh only if the stored token is still the one amoCRM rejected."""
+        return self._refresh(
+            lambda stored: stored.access_token.get_secret_value() == rejected_access_token
+        )
+
+    def _refresh(self, still_needed: Callable[[StoredTokens], bool]) -> str:
+        try:
+            stored = refresh_under_lock(
+                self._db,
+                self._oauth,
+                self._account,
+                still_needed=still_needed,
+                lock_wait=self._lock_wait,
+            )
+        except OAuthRejected as exc:
+            raise Unauthorized(
+                f"account {self._account.id} needs re-authorization: {exc.hint or exc}",
+                status=401,
+            ) from exc
+        except RefreshLockBusy as exc:
+            raise OAuthTransient(str(exc)) from exc
+        if stored is None:
+            raise Unauthorized(f"account {self._account.id} has no tokens", status=401)
+        return stored.access_token.get_secret_value()
+
+
+_throttles: dict[int, IntervalThrottle] = {}
+_throttles_lock = threading.Lock()
+
+
+def account_throttle(account_id: int, rate: float) -> Throttle:
+    """The throttle every amoCRM call of this account goes through."""
+    # TODO(MySqlThrottle): switch to shared.ratelimit.MySqlThrottle(db, key, rate) once it lands,
+    # so the limit holds across processes; until then it is shared by this process's threads.
+    with _throttles_lock:
+        throttle = _throttles.get(account_id)
+        if throttle is None:
+            throttle = _throttles[account_id] = IntervalThrottle(rate=rate)
+        return throttle
+
+
+def amocrm_client_for(account: AccountRow, *, db: Database | None = None) -> AmoCrmClient:
+    """An amoCRM client for this account with DB-backed tokens and the account's throttle."""
+    settings = get_settings()
+    database = db or get_database()
+    base_url = settings.amocrm_api_url or f"https://{account.host}"
+    return AmoCrmClient(
+        base_url,
+        DbTokenProvider(database, build_oauth(settings), account),
+        throttle=account_throttle(account.id, settings.amocrm_rate_limit_rps),
+    )
+
+
+def enqueue_expiring_refreshes(hours: int) -> int:
+    """Queue a refresh for every active account whose token expires within `hours`."""
+    if hours < 0:
+        raise ValueError("hours must be >= 0")
+    db = get_database()
+    horizon = _naive_utc(_utcnow() + timedelta(hours=hours))
+    rows = db.fetch_all(
+        "SELECT a.id FROM accounts a JOIN oauth_tokens t ON t.account_id = a.id "
+        "WHERE a.status = 'active' AND t.expires_at <= %s ORDER BY t.expires_at",
+        (horizon,),
+    )
+    queue = get_queue()
+    for row in rows:
+        queue.put(RefreshTokenJob(account_id=int(row["id"]), reason=f"expires within {hours}h"))
+    log.info("refresh jobs queued", extra={"count": len(rows), "hours": hours})
+    return len(rows)
+
+
+def handle_refresh_batch(batch: Sequence[Delivery[RefreshTokenJob]]) -> None:
+    """Consumer of `token-refresh`: one account per job, safe against duplicate jobs."""
+    settings = get_settings()
+    db = get_database()
+    oauth = build_oauth(settings)
+    min_age = timedelta(minutes=settings.token_refresh_min_age_minutes)
+    for delivery in batch:
+        _refresh_one(db, oauth, delivery, min_age=min_age)
+
+
+def _refresh_one(
+    db: Database, oauth: AmoCrmOAuth, delivery: Delivery[RefreshTokenJob], *, min_age: timedelta
+) -> None:
+    account_id = delivery.job.account_id
+    account = get_account(db, account_id)
+    if account is None or not account.is_active:
+        # Disabled or awaiting re-auth: nothing to refresh, and retrying would not change that.
+        log.info(
+            "refresh skipped: account not active",
+            extra={"account_id": account_id, "status": account.status if account else None},
+        )
+        return
+    started = _utcnow()
+
+    def still_needed(stored: StoredTokens) -> bool:
+        # refreshed_at is set by refreshes only (an install leaves it NULL): a refresh moments
+        # ago means a duplicate job already did this one's work. Refreshing again would be safe
+        # (we hold the lock and use the newest token) but would spend a grant for nothing.
+        return stored.refreshed_at is None or started - stored.refreshed_at >= min_age
+
+    try:
+        stored = refresh_under_lock(db, oauth, account, still_needed=still_needed)
+    except OAuthRejected as exc:
+        log.error(
+            "token refresh rejected; account needs re-authorization",
+            extra={"account_id": account_id, "status": exc.status, "hint": exc.hint},
+        )
+        return  # terminal: no retry, the account is marked reauth_required
+    except (OAuthTransient, RefreshLockBusy) as exc:
+        raise RetryJob(f"account {account_id}: {exc}") from exc
+    if stored is None:
+        log.info("refresh skipped: account has no tokens", extra={"account_id": account_id})
