@@ -37,7 +37,7 @@ WORKER_TYPES: dict[str, WorkerType] = {
         ContactEventsJob,
         "shared.incremental:handle_event_batch",
         batch_size=200,
-        linger_seconds=0.5,
+        linger_seconds=1.0,
     ),
     "full-sync": WorkerType(FullSyncJob, "shared.fullsync:handle_sync_batch"),
 }

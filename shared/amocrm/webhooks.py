@@ -1,0 +1,188 @@
+"""amoCRM webhook bodies: the bracketed form (`contacts[add][0][id]=…`) into typed contact events.
+
+Facts (reference §4.2-4.4): one POST may carry several actions and several entities; companies
+arrive under `contacts[...]` with `type=company`; custom fields use the v2 layout where `enum` is
+the account-specific enum *id*; values may contain HTML entities; deletes carry only the id.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from shared.amocrm.models import EMAIL_CODE
+from shared.jobs import ContactEvent, EmailValue
+
+ACTIONS = ("add", "update", "delete", "restore")
+# Other contact actions amoCRM can send (we do not subscribe to them): accepted and ignored.
+IGNORED_ACTIONS = frozenset({"responsible", "note"})
+MAX_VALUE_LENGTH = 1000
+MAX_PAIRS = 200_000
+
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
+
+Tree = dict[str, Any]
+
+
+class WebhookParseError(ValueError):
+    """The body is not an amoCRM contacts webhook we can read; nothing may be queued."""
+
+
+@dataclass(frozen=True)
+class ParsedWebhook:
+    """Every contact event of one POST, in body order (add, update, delete, restore)."""
+
+    account_id: int | None
+    subdomain: str | None
+    events: list[ContactEvent] = field(default_factory=list)
+    ignored: int = 0  # companies and actions we do not handle
+
+
+def parse_form(body: bytes | str) -> Tree:
+    """Decode an x-www-form-urlencoded body with PHP-style bracketed keys into nested dicts."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    try:
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_PAIRS
+        )
+    except ValueError as exc:
+        raise WebhookParseError(f"not a form-encoded body: {exc}") from exc
+    tree: Tree = {}
+    for key, value in pairs:
+        match = _KEY.match(key)
+        if match is None:
+            raise WebhookParseError(f"malformed key {key[:80]!r}")
+        path = [match.group(1), *_SEGMENT.findall(match.group(2))]
+        node = tree
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if part == "":
+                part = str(sum(1 for k in node if k.isdigit()))  # `x[]` appends
+            if last:
+                if isinstance(node.get(part), dict):
+                    raise WebhookParseError(f"key {key[:80]!r} is both a value and a group")
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise WebhookParseError(f"key {key[:80]!r} is both a value and a group")
+                node = child
+    return tree
+
+
+def _items(group: object, where: str) -> list[Tree]:
+    """The entities of `x[0]`, `x[1]`, … in numeric order."""
+    if not isinstance(group, dict):
+        raise WebhookParseError(f"{where} is not a group of entities")
+    items: list[tuple[int, Tree]] = []
+    for index, item in group.items():
+        if not index.isdigit() or not isinstance(item, dict):
+            raise WebhookParseError(f"{where}[{index[:20]}] is not an indexed entity")
+        items.append((int(index), item))
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
+
+
+def _text(value: object) -> str:
+    return html.unescape(value) if isinstance(value, str) else ""
+
+
+def _int(value: object, what: str, *, required: bool = False) -> int:
+    if value is None or value == "":
+        if required:
+            raise WebhookParseError(f"{what} is missing")
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise WebhookParseError(f"{what} is not a number: {str(value)[:40]!r}")
+
+
+def _email_values(entity: Tree, where: str) -> list[EmailValue] | None:
+    """Values of the EMAIL field (matched by `code`, never by the localized name).
+
+    None when the entity carries no custom fields at all; [] when it has fields but no EMAIL.
+    """
+    fields = entity.get("custom_fields")
+    if fields is None:
+        return None
+    out: list[EmailValue] = []
+    for cf in _items(fields, f"{where}[custom_fields]"):
+        if str(cf.get("code", "")).strip().upper() != EMAIL_CODE:
+            continue
+        raw_values = cf.get("values")
+        if raw_values is None:
+            continue
+        for raw in _items(raw_values, f"{where}[custom_fields][values]"):
+            value = _text(raw.get("value"))
+            if not value or len(value) > MAX_VALUE_LENGTH:
+                continue
+            enum = str(raw.get("enum", "")).strip()
+            if enum.isdigit():
+                out.append(EmailValue(value=value, enum_id=int(enum)))
+            else:
+                # Pre-2020 payloads put the code ("WORK") where the id is now.
+                out.append(EmailValue(value=value, enum_code=enum[:32] or None))
+    return out
+
+
+def _event(action: str, entity: Tree, where: str) -> ContactEvent:
+    contact_id = _int(entity.get("id"), f"{where}[id]", required=True)
+    if contact_id <= 0:
+        raise WebhookParseError(f"{where}[id] must be positive")
+    updated_at = _int(entity.get("updated_at"), f"{where}[updated_at]") or _int(
+        entity.get("last_modified"), f"{where}[last_modified]"
+    )
+    emails = None if action == "delete" else _email_values(entity, where)
+    if action in ("add", "update") and emails is None:
+        # Updates carry the full field set (reference §4.3): no fields means no email now.
+        emails = []
+    return ContactEvent(
+        action=action,  # type: ignore[arg-type]
+        contact_id=contact_id,
+        name=_text(entity.get("name")).strip()[:MAX_VALUE_LENGTH],
+        updated_at=updated_at,
+        emails=emails,
+    )
+
+
+def parse_webhook(body: bytes | str) -> ParsedWebhook:
+    """Every contact event of an amoCRM webhook POST; raises WebhookParseError when malformed."""
+    try:
+        tree = parse_form(body)
+    except UnicodeDecodeError as exc:
+        raise WebhookParseError("body is not UTF-8") from exc
+    account = tree.get("account")
+    contacts = tree.get("contacts")
+    if not isinstance(account, dict) and contacts is None:
+        raise WebhookParseError("not an amoCRM webhook: no account block and no contacts")
+    account_id: int | None = None
+    subdomain: str | None = None
+    if isinstance(account, Mapping):
+        account_id = _int(account.get("id"), "account[id]") or None
+        subdomain = _text(account.get("subdomain")) or None
+    events: list[ContactEvent] = []
+    ignored = 0
+    if contacts is not None:
+        if not isinstance(contacts, dict):
+            raise WebhookParseError("contacts is not a group")
+        for action, group in contacts.items():
+            if action not in ACTIONS:
+                if action in IGNORED_ACTIONS:
+                    ignored += len(_items(group, f"contacts[{action}]"))
+                    continue
+                raise WebhookParseError(f"unknown contacts action {action[:40]!r}")
+        for action in ACTIONS:
+            if action not in contacts:
+                continue
+            for index, entity in enumerate(_items(contacts[action], f"contacts[{action}]")):
+                # Companies are filed under contacts[...] too; only `type` tells them apart.
+                # Deletes may omit the type: then it is a contact (we subscribe to contacts).
+                if str(entity.get("type", "contact")).strip().lower() != "contact":
+                    ignored += 1
+                    continue
+                events.append(_event(action, entity, f"contacts[{action}][{index}]"))
+    return ParsedWebhook(account_id=account_id, subdomain=subdomain, events=events, ignored=ignored)

@@ -1,0 +1,178 @@
+"""The contact-events consumer: webhook events, coalesced per account, applied to Unisender.
+
+A batch (up to WORKER_TYPES["contact-events"].batch_size jobs, or a short linger) is grouped by
+account; per contact only the newest event counts; the account's states go through
+`shared.sync.apply_contact_states` in one diff, so a burst of N events costs about N/500
+importContacts calls. Each account's jobs succeed, retry or bury together and independently of
+the other accounts in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.accounts import AccountRow, get_account
+from shared.amocrm import errors as amo_errors
+from shared.amocrm.client import AmoCrmClient
+from shared.contacts import resolve_enum_codes, select_emails
+from shared.db import Database, DatabaseUnavailable, get_database
+from shared.jobs import ContactEvent, ContactEventsJob
+from shared.queue import Delivery, PoisonJob, RetryJob
+from shared.sync import ApplyResult, ContactState, apply_contact_states
+from shared.tokens import amocrm_client_for
+from shared.unisender import errors as uni_errors
+from shared.unisender_link import get_unisender_link, unisender_client_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Timed:
+    event: ContactEvent
+    at: int  # the event's updated_at, or when we received it for events that carry none
+
+
+def handle_event_batch(batch: list[Delivery[ContactEventsJob]]) -> None:
+    """Consumer entry point (worker type `contact-events`)."""
+    db = get_database()
+    by_account: dict[int, list[Delivery[ContactEventsJob]]] = {}
+    for delivery in batch:
+        by_account.setdefault(delivery.job.account_id, []).append(delivery)
+    for account_id, deliveries in by_account.items():
+        try:
+            apply_account_events(db, account_id, [d.job for d in deliveries])
+        except Exception as exc:  # one account's trouble never settles another's jobs
+            decision = classify_failure(exc)
+            for delivery in deliveries:
+                if isinstance(decision, PoisonJob):
+                    delivery.bury(decision.reason)
+                else:
+                    delivery.retry(decision.reason, delay=decision.delay)
+            log.warning(
+                "account events not applied",
+                extra={
+                    "account_id": account_id,
+                    "jobs": len(deliveries),
+                    "outcome": "bury" if isinstance(decision, PoisonJob) else "retry",
+                    "reason": decision.reason[:300],
+                },
+                exc_info=not isinstance(exc, RetryJob | PoisonJob | uni_errors.Transient),
+            )
+
+
+def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
+    """Transient trouble → retry with backoff; what can never succeed as it is → bury."""
+    if isinstance(exc, RetryJob | PoisonJob):
+        return exc
+    if isinstance(exc, uni_errors.RateLimited):
+        return RetryJob("Unisender rate limit", delay=60)
+    if isinstance(exc, uni_errors.Transient):
+        return RetryJob(f"Unisender unavailable: {exc}")
+    if isinstance(exc, uni_errors.InvalidApiKey | uni_errors.AccessDenied):
+        return PoisonJob("Unisender rejected the account's API key: reconnect the widget, replay")
+    if isinstance(exc, uni_errors.UnisenderError):
+        return PoisonJob(f"Unisender refused: {exc}")
+    if isinstance(exc, amo_errors.RateLimited):
+        return RetryJob("amoCRM rate limit", delay=exc.retry_after or 5)
+    if isinstance(exc, amo_errors.Transient):
+        return RetryJob(f"amoCRM unavailable: {exc}")
+    if isinstance(exc, amo_errors.Unauthorized | amo_errors.OAuthRejected):
+        return PoisonJob("amoCRM refused the account's tokens: re-authorize, then replay")
+    if isinstance(exc, amo_errors.AmoCrmError):
+        return PoisonJob(f"amoCRM refused: {type(exc).__name__}: {exc}")
+    if isinstance(exc, DatabaseUnavailable):
+        return RetryJob("database unavailable")
+    return RetryJob(f"{type(exc).__name__}: {exc}")
+
+
+def newest_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:
+    """Per contact the newest event; on equal times the later one (queue order) wins."""
+    newest: dict[int, _Timed] = {}
+    for job in jobs:
+        for event in job.events:
+            # Deletes carry no timestamp: the deletion happened no later than we heard of it.
+            timed = _Timed(event, event.updated_at or int(job.received_at))
+            current = newest.get(event.contact_id)
+            if current is None or timed.at >= current.at:
+                newest[event.contact_id] = timed
+    return list(newest.values())
+
+
+def apply_account_events(
+    db: Database, account_id: int, jobs: Sequence[ContactEventsJob]
+) -> ApplyResult | None:
+    """Apply one account's events; None when they were deliberately dropped."""
+    account = get_account(db, account_id)
+    if account is None:
+        raise PoisonJob(f"no account {account_id}")
+    total = sum(len(job.events) for job in jobs)
+    if account.status == "disabled":
+        # The integration was uninstalled in amoCRM: its owner asked us to stop syncing.
+        log.info("events dropped: account disabled", extra={"account_id": account_id})
+        return None
+    link = get_unisender_link(db, account_id)
+    if link is None or link.list_id is None:
+        # Disconnected (or never connected): nothing to write to. Not a loss: connecting
+        # subscribes the webhooks only after the key is validated and starts a full sync.
+        log.info("events dropped: no Unisender link", extra={"account_id": account_id})
+        return None
+    # Other non-active states (reauth_required, blocked) still apply: webhook events carry the
+    # data; only enum refreshes and restores need amoCRM, and those fail into a visible bury.
+    timed = newest_events(jobs)
+    states = _states(db, account, timed)
+    with unisender_client_for(link) as unisender:
+        result = apply_contact_states(
+            db, unisender, account_id=account_id, list_id=link.list_id, states=states
+        )
+    record_event_minute(db, account_id, total)
+    return result
+
+
+def _states(db: Database, account: AccountRow, timed: list[_Timed]) -> list[ContactState]:
+    amo: AmoCrmClient | None = None
+
+    def client() -> AmoCrmClient:
+        nonlocal amo
+        if amo is None:
+            amo = amocrm_client_for(account, db=db)
+        return amo
+
+    allowed = set(account.email_types) if account.email_types else None
+    codes: dict[int, str] = {}
+    if allowed is not None:
+        # Types only matter when the account restricts them; then webhook enum ids need the map.
+        values = [v for t in timed for v in (t.event.emails or [])]
+        codes = resolve_enum_codes(
+            db, account.id, values, fetch_fields=lambda: client().get_contact_custom_fields()
+        )
+    states: list[ContactState] = []
+    for item in timed:
+        event = item.event
+        if event.action == "delete":
+            states.append(ContactState(event.contact_id, "", item.at, [], deleted=True))
+        elif event.emails is None:
+            # A restore without fields: amoCRM is the source of truth for what came back.
+            contact = client().get_contact(event.contact_id)
+            if contact is None:
+                states.append(ContactState(event.contact_id, "", item.at, [], deleted=True))
+                continue
+            emails = select_emails(contact.email_values(), enum_codes=codes, allowed_types=allowed)
+            at = max(item.at, contact.updated_at)
+            states.append(ContactState(event.contact_id, contact.name, at, emails))
+        else:
+            emails = select_emails(event.emails, enum_codes=codes, allowed_types=allowed)
+            states.append(ContactState(event.contact_id, event.name, item.at, emails))
+    return states
+
+
+def record_event_minute(db: Database, account_id: int, events: int) -> None:
+    """Count applied events per account and minute (the status page chart)."""
+    minute = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    db.execute(
+        "INSERT INTO event_minutes (account_id, minute, events) VALUES (%s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE events = events + VALUES(events)",
+        (account_id, minute, events),
+    )
