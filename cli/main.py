@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, ops
+from cli import accounts, ops, sync
 
 app = typer.Typer(
     name="amosync",
@@ -16,3 +16,4 @@ app = typer.Typer(
 
 ops.register(app)
 accounts.register(app)
+sync.register(app)

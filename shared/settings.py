@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_max_seconds: float = Field(default=600.0, gt=0)
     job_ttr_seconds: int = Field(default=120, ge=5)
+    # Full sync jobs: the consumer touches the job after every page and import, so the TTR only
+    # has to outlast one Unisender import with its retries.
+    full_sync_ttr_seconds: int = Field(default=180, ge=5)
+    # An active run whose row has not moved this long is declared abandoned by the next request.
+    sync_run_stale_minutes: int = Field(default=60, ge=1)
 
     # Scheduler.
     token_refresh_interval_minutes: int = Field(default=60, ge=1)
