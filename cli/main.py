@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, ops, sync
+from cli import accounts, ops, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -17,3 +17,4 @@ app = typer.Typer(
 ops.register(app)
 accounts.register(app)
 sync.register(app)
+widget.register(app)
