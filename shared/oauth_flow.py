@@ -202,8 +202,8 @@ def complete_authorization(
         extra={
             "account_id": amo.id,
             "host": host,
-            "name": result.account.name,
-            "created": result.created,
+            "account_name": result.account.name,
+            "new_account": result.created,
             "from_widget": from_widget,
         },
     )
