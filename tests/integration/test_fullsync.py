@@ -1,0 +1,312 @@
+"""Full and incremental sync runs against real MySQL/beanstalkd and both emulators in-thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+import shared.fullsync as fullsync
+from sandbox.amocrm import SandboxConfig as AmoConfig
+from sandbox.amocrm import create_app as create_amo
+from sandbox.amocrm.state import World
+from sandbox.unisender import SandboxConfig as UniConfig
+from sandbox.unisender import create_app as create_uni
+from shared.accounts import mark_account_status
+from shared.db import Database, get_database
+from shared.jobs import FullSyncJob
+from shared.oauth_flow import complete_authorization
+from shared.queue import Delivery, get_queue
+from shared.settings import get_settings
+from shared.unisender.client import UnisenderClient
+from shared.unisender_link import save_unisender_link
+from tests.conftest import reset_caches
+
+pytestmark = pytest.mark.integration
+
+
+def _serve(app: Any) -> tuple[str, Any]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+@dataclass
+class Sandboxes:
+    amo_url: str
+    world: World
+    uni_url: str
+
+    def page_requests(self, account_id: int) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.world.request_log
+            if e["path"] == "/api/v4/contacts" and e["account_id"] == account_id
+        ]
+
+
+@pytest.fixture(scope="module")
+def servers(base_env: dict[str, str]) -> Iterator[Sandboxes]:
+    amo_app = create_amo(
+        AmoConfig(
+            client_id=base_env["AMOCRM_CLIENT_ID"],
+            client_secret=base_env["AMOCRM_CLIENT_SECRET"],
+            redirect_uri=base_env["AMOCRM_REDIRECT_URI"],
+            seed_accounts=0,
+        )
+    )
+    uni_app = create_uni(UniConfig())
+    amo_url, amo_server = _serve(amo_app)
+    uni_url, uni_server = _serve(uni_app)
+    yield Sandboxes(amo_url, amo_app.config["WORLD"], uni_url)
+    amo_server.shutdown()
+    uni_server.shutdown()
+
+
+@pytest.fixture
+def env(
+    servers: Sandboxes, monkeypatch: pytest.MonkeyPatch, db: Database, beanstalkd: Any
+) -> Sandboxes:
+    monkeypatch.setenv("AMOCRM_API_URL", servers.amo_url)
+    monkeypatch.setenv("AMOCRM_AUTH_URL", f"{servers.amo_url}/oauth")
+    monkeypatch.setenv("UNISENDER_API_URL", f"{servers.uni_url}/ru/api")
+    reset_caches()
+    return servers
+
+
+@dataclass
+class Connected:
+    account_id: int
+    api_key: str
+    list_id: int
+    uni: UnisenderClient
+
+    def list_emails(self) -> set[str]:
+        """Addresses in the account's list, read back from the emulator via the API."""
+        # The control API gives the whole key state; we only look at list membership.
+        import requests
+
+        base = get_settings().unisender_api_url.rsplit("/ru/api", 1)[0]
+        state = requests.get(f"{base}/_sandbox/keys/{self.api_key}", timeout=5).json()
+        return {
+            c["email"]
+            for c in state["contacts"]
+            if any(m["id"] == self.list_id and m["status"] == "active" for m in c["lists"])
+        }
+
+    def import_calls(self) -> list[dict[str, Any]]:
+        import requests
+
+        base = get_settings().unisender_api_url.rsplit("/ru/api", 1)[0]
+        calls = requests.get(
+            f"{base}/_sandbox/keys/{self.api_key}/calls",
+            params={"method": "importContacts"},
+            timeout=5,
+        ).json()
+        return list(calls["log"])
+
+
+def connect(env: Sandboxes, contacts: int = 0) -> Connected:
+    """An installed amoCRM account with `contacts` contacts and a connected Unisender list."""
+    account = env.world.create_account()
+    for n in range(contacts):
+        env.world.apply_entity(
+            account, {"name": f"Person {n}", "emails": [f"p{n}.{account.id}@example.com"]}
+        )
+    db = get_database()
+    complete_authorization(
+        db,
+        get_settings(),
+        code=env.world.issue_code(account),
+        referer=account.host,
+        state=None,
+        from_widget=True,
+        client_id=None,
+    )
+    import requests
+
+    key = requests.post(f"{env.uni_url}/_sandbox/keys", json={}, timeout=5).json()["api_key"]
+    uni = UnisenderClient(key, base_url=f"{env.uni_url}/ru/api")
+    list_id = uni.ensure_list(f"amoCRM {account.id}")
+    save_unisender_link(db, account.id, api_key=key, list_id=list_id, list_title="t")
+    return Connected(account.id, key, list_id, uni)
+
+
+def run_sync(account_id: int, *, kind: str = "full") -> dict[str, Any]:
+    db = get_database()
+    run_id, _ = fullsync.start_sync_run(db, account_id, kind=kind, requested_by="test")  # type: ignore[arg-type]
+    job = FullSyncJob(account_id=account_id, run_id=run_id, mode=kind)  # type: ignore[arg-type]
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
+    row = fullsync.get_sync_run(db, run_id)
+    assert row is not None
+    return row
+
+
+def test_full_sync_streams_pages_into_500_row_imports(env: Sandboxes) -> None:
+    acc = connect(env, contacts=1201)
+    applied_after_pages: list[tuple[int, int]] = []
+    real_apply = fullsync.apply_contact_states
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        states = list(kwargs["states"])
+        applied_after_pages.append((len(env.page_requests(acc.account_id)), len(states)))
+        return real_apply(*args, **{**kwargs, "states": states})
+
+    fullsync.apply_contact_states = spy  # type: ignore[assignment]
+    try:
+        run = run_sync(acc.account_id)
+    finally:
+        fullsync.apply_contact_states = real_apply  # type: ignore[assignment]
+
+    assert run["status"] == "done", run["error"]
+    assert len(env.page_requests(acc.account_id)) == 5
+    assert [c["rows"] for c in acc.import_calls()] == [500, 500, 201]
+    # Pipelined: the first import went out after two pages, not after the whole account.
+    assert applied_after_pages[0] == (2, 500)
+    assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (5, 1201, 1201)
+    assert (run["import_calls"], run["checkpoint_page"], run["emails_excluded"]) == (3, 5, 0)
+    assert len(acc.list_emails()) == 1201
+    assert env.world.stats(account_id=acc.account_id)["max_per_second"] <= 7
+
+    again = run_sync(acc.account_id)
+    assert again["status"] == "done"
+    assert (again["rows_imported"], again["import_calls"]) == (0, 0)
+    assert len(acc.import_calls()) == 3
+
+
+def test_reconcile_excludes_contacts_deleted_while_webhooks_were_lost(env: Sandboxes) -> None:
+    acc = connect(env, contacts=6)
+    account = env.world.account(acc.account_id)
+    ids = sorted(e.id for e in account.entities.values())
+    shared_email = f"p0.{acc.account_id}@example.com"
+    env.world.update_entity(
+        account, ids[5], {"emails": [f"p5.{acc.account_id}@example.com", shared_email]}
+    )
+    assert run_sync(acc.account_id)["status"] == "done"
+    # Deleted in amoCRM, no webhook reached us: contact 0 shares its address with contact 5.
+    for contact_id in ids[:3]:
+        env.world.set_deleted(account, contact_id, True)
+    run = run_sync(acc.account_id)
+    assert run["status"] == "done", run["error"]
+    assert run["emails_excluded"] == 2
+    assert acc.list_emails() == {
+        shared_email,
+        *(f"p{n}.{acc.account_id}@example.com" for n in (3, 4, 5)),
+    }
+    gone = get_database().fetch_all(
+        "SELECT contact_id FROM contacts WHERE account_id = %s AND is_deleted = 1",
+        (acc.account_id,),
+    )
+    assert sorted(int(r["contact_id"]) for r in gone) == ids[:3]
+
+
+def test_crashed_run_resumes_from_its_checkpoint(env: Sandboxes) -> None:
+    acc = connect(env, contacts=1100)
+    real_apply = fullsync.apply_contact_states
+    calls = 0
+
+    class Crash(BaseException):
+        """Stands in for a SIGKILL between two batches."""
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Crash
+        return real_apply(*args, **kwargs)
+
+    db = get_database()
+    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
+    fullsync.apply_contact_states = crashing  # type: ignore[assignment]
+    try:
+        with pytest.raises(Crash):
+            fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
+    finally:
+        fullsync.apply_contact_states = real_apply  # type: ignore[assignment]
+    crashed = fullsync.get_sync_run(db, run_id)
+    assert crashed is not None
+    assert (crashed["status"], crashed["checkpoint_page"], crashed["rows_imported"]) == (
+        "running",
+        2,
+        500,
+    )
+    env.world.request_log.clear()
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=2)])
+    run = fullsync.get_sync_run(db, run_id)
+    assert run is not None and run["status"] == "done", run
+    pages = [e["query"] for e in env.page_requests(acc.account_id)]
+    assert "page=3" in pages[0] and len(pages) == 3  # pages 3, 4, 5: never page 1 again
+    assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (5, 1100, 1100)
+    assert len(acc.list_emails()) == 1100
+
+
+def test_incremental_reconcile_uses_the_watermark(env: Sandboxes) -> None:
+    acc = connect(env, contacts=3)
+    assert run_sync(acc.account_id)["status"] == "done"
+    account = env.world.account(acc.account_id)
+    first = min(account.entities)
+    later = max(e.updated_at for e in account.entities.values()) + 120
+    env.world.update_entity(
+        account, first, {"emails": ["changed@example.com"], "updated_at": later}
+    )
+    env.world.request_log.clear()
+    db = get_database()
+    fullsync.enqueue_reconciles(mode="incremental")
+    run = fullsync.latest_sync_run(db, acc.account_id)
+    assert run is not None and (run["kind"], run["status"]) == ("incremental", "queued")
+    job = _take_job(run["id"])
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
+    run = fullsync.get_sync_run(db, run["id"])
+    assert run is not None and run["status"] == "done", run
+    # The watermark overlap re-reads the other two; only the changed one costs a row.
+    assert (run["contacts_seen"], run["rows_imported"], run["emails_excluded"]) == (3, 1, 1)
+    assert run["watermark"] == later
+    assert "changed@example.com" in acc.list_emails()
+    assert f"p0.{acc.account_id}@example.com" not in acc.list_emails()
+    queries = [e["query"] for e in env.page_requests(acc.account_id)]
+    assert len(queries) == 1 and "order%5Bupdated_at%5D=desc" in queries[0]
+
+
+def _take_job(run_id: int) -> FullSyncJob:
+    client = get_queue().connect(watch=FullSyncJob.tube)
+    try:
+        while True:
+            raw = client.reserve(timeout=2)
+            client.delete(raw)
+            job = FullSyncJob.model_validate_json(raw.body)
+            if job.run_id == run_id:
+                return job
+    finally:
+        client.close()
+
+
+def test_one_active_run_per_account_and_inactive_accounts_are_skipped(env: Sandboxes) -> None:
+    acc = connect(env, contacts=1)
+    db = get_database()
+    first = fullsync.request_sync(db, acc.account_id, requested_by="test")
+    second = fullsync.request_sync(db, acc.account_id, requested_by="test")
+    assert first.created and not second.created and first.run_id == second.run_id
+    # A run nobody moved for longer than the stale window no longer blocks the account.
+    db.execute(
+        "UPDATE sync_runs SET updated_at = updated_at - INTERVAL 2 DAY WHERE id = %s",
+        (first.run_id,),
+    )
+    third = fullsync.request_sync(db, acc.account_id, requested_by="test")
+    assert third.created and third.run_id != first.run_id
+    abandoned = fullsync.get_sync_run(db, first.run_id)
+    assert abandoned is not None and abandoned["status"] == "failed"
+
+    mark_account_status(db, acc.account_id, "reauth_required", "test")
+    job = FullSyncJob(account_id=acc.account_id, run_id=third.run_id)
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
+    run = fullsync.get_sync_run(db, third.run_id)
+    assert run is not None and run["status"] == "skipped"
+    assert fullsync.enqueue_reconciles(mode="full") >= 0
+    assert fullsync.latest_sync_run(db, acc.account_id)["id"] == third.run_id  # type: ignore[index]
