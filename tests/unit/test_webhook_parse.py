@@ -1,0 +1,176 @@
+"""The amoCRM webhook body parser: every entity and action, companies ignored, unescaping."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from shared.amocrm.webhooks import WebhookParseError, parse_form, parse_webhook
+from shared.webhook_intake import split_events
+
+pytestmark = pytest.mark.unit
+
+ACCOUNT = [
+    ("account[subdomain]", "acme"),
+    ("account[id]", "29638927"),
+    ("account[_links][self]", "https://acme.amocrm.ru"),
+]
+
+
+def entity(
+    prefix: str,
+    contact_id: int,
+    *,
+    name: str,
+    emails: list[tuple[str, str]],
+    kind: str = "contact",
+    updated: int = 1717410000,
+) -> list[tuple[str, str]]:
+    pairs = [
+        (f"{prefix}[id]", str(contact_id)),
+        (f"{prefix}[name]", name),
+        (f"{prefix}[custom_fields][0][id]", "264911"),
+        (f"{prefix}[custom_fields][0][name]", "Телефон"),
+        (f"{prefix}[custom_fields][0][code]", "PHONE"),
+        (f"{prefix}[custom_fields][0][values][0][value]", "+79991234567"),
+        (f"{prefix}[custom_fields][0][values][0][enum]", "521305"),
+    ]
+    if emails:
+        pairs += [
+            (f"{prefix}[custom_fields][1][id]", "264913"),
+            (f"{prefix}[custom_fields][1][name]", "Почта"),
+            (f"{prefix}[custom_fields][1][code]", "EMAIL"),
+        ]
+        for j, (value, enum) in enumerate(emails):
+            pairs += [
+                (f"{prefix}[custom_fields][1][values][{j}][value]", value),
+                (f"{prefix}[custom_fields][1][values][{j}][enum]", enum),
+            ]
+    pairs += [(f"{prefix}[updated_at]", str(updated)), (f"{prefix}[type]", kind)]
+    return pairs
+
+
+def test_every_action_and_entity_of_one_post_is_read() -> None:
+    pairs = list(ACCOUNT)
+    for i in range(3):
+        pairs += entity(
+            f"contacts[add][{i}]", 100 + i, name=f"A{i}", emails=[(f"a{i}@x.ru", "521317")]
+        )
+    for i in range(2):
+        pairs += entity(
+            f"contacts[update][{i}]", 200 + i, name=f"U{i}", emails=[(f"u{i}@x.ru", "521317")]
+        )
+    pairs += [("contacts[delete][0][id]", "300"), ("contacts[delete][0][type]", "contact")]
+    parsed = parse_webhook(urlencode(pairs))
+    assert parsed.account_id == 29638927
+    assert parsed.subdomain == "acme"
+    assert [(e.action, e.contact_id) for e in parsed.events] == [
+        ("add", 100),
+        ("add", 101),
+        ("add", 102),
+        ("update", 200),
+        ("update", 201),
+        ("delete", 300),
+    ]
+    assert parsed.events[0].emails is not None
+    assert parsed.events[0].emails[0].value == "a0@x.ru"
+    assert parsed.events[0].emails[0].enum_id == 521317  # the account-specific id is kept
+    assert parsed.events[-1].emails is None
+
+
+def test_companies_under_contacts_are_ignored() -> None:
+    pairs = [*ACCOUNT, *entity("contacts[add][0]", 1, name="Co", emails=[], kind="company")]
+    pairs += entity("contacts[add][1]", 2, name="Person", emails=[("p@x.ru", "1")])
+    parsed = parse_webhook(urlencode(pairs))
+    assert [e.contact_id for e in parsed.events] == [2]
+    assert parsed.ignored == 1
+
+
+def test_html_entities_are_unescaped_and_email_matched_by_code_not_name() -> None:
+    pairs = [
+        *ACCOUNT,
+        *entity(
+            "contacts[update][0]",
+            5,
+            name="Tom &amp; Jerry &quot;Ltd&quot;",
+            emails=[("  Tom&amp;Jerry@X.ru ", "7")],
+        ),
+    ]
+    event = parse_webhook(urlencode(pairs)).events[0]
+    assert event.name == 'Tom & Jerry "Ltd"'
+    assert event.emails is not None and event.emails[0].value == "  Tom&Jerry@X.ru "
+
+
+def test_update_without_email_field_means_no_email_now_restore_without_fields_is_unknown() -> None:
+    pairs = [
+        *ACCOUNT,
+        ("contacts[update][0][id]", "9"),
+        ("contacts[update][0][name]", "N"),
+        ("contacts[update][0][type]", "contact"),
+    ]
+    pairs += [("contacts[restore][0][id]", "10"), ("contacts[restore][0][type]", "contact")]
+    events = parse_webhook(urlencode(pairs)).events
+    assert events[0].emails == []
+    assert events[1].action == "restore" and events[1].emails is None
+
+
+def test_indices_are_ordered_numerically_and_last_modified_is_a_fallback() -> None:
+    pairs = [*ACCOUNT]
+    for i in (10, 2, 1):
+        pairs += [(f"contacts[add][{i}][id]", str(i)), (f"contacts[add][{i}][last_modified]", "77")]
+    events = parse_webhook(urlencode(pairs)).events
+    assert [e.contact_id for e in events] == [1, 2, 10]
+    assert all(e.updated_at == 77 for e in events)
+
+
+def test_legacy_enum_codes_are_kept_as_codes() -> None:
+    pairs = [*ACCOUNT, *entity("contacts[add][0]", 1, name="L", emails=[("l@x.ru", "WORK")])]
+    value = parse_webhook(urlencode(pairs)).events[0].emails[0]  # type: ignore[index]
+    assert value.enum_id is None and value.enum_code == "WORK"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "hello",
+        '{"json": true}',
+        "contacts[add][0][id]=abc",
+        "contacts[add][0][id]=",
+        "contacts[add][x][id]=1",
+        "contacts[add]=1",
+        "contacts[add][0][id]=1&contacts[add][0][id][x]=2",
+        "contacts[add][0[id]=1",
+        "contacts[explode][0][id]=1",
+        "account[id]=1&contacts=2",
+        "contacts[add][0][id]=1&contacts[add][0][updated_at]=yesterday",
+        b"contacts[add][0][name]=\xff\xfe",
+    ],
+)
+def test_malformed_bodies_are_refused(body: str | bytes) -> None:
+    with pytest.raises(WebhookParseError):
+        parse_webhook(body)
+
+
+def test_account_block_only_is_an_empty_webhook() -> None:
+    parsed = parse_webhook(urlencode(ACCOUNT))
+    assert parsed.events == []
+
+
+def test_parse_form_builds_nested_groups_and_appends_empty_brackets() -> None:
+    tree = parse_form("a[b][]=1&a[b][]=2&c=3")
+    assert tree == {"a": {"b": {"0": "1", "1": "2"}}, "c": "3"}
+
+
+def test_big_posts_split_into_jobs_under_the_size_limit() -> None:
+    pairs = [*ACCOUNT]
+    for i in range(2000):
+        pairs += entity(
+            f"contacts[update][{i}]", i + 1, name=f"Name {i}", emails=[(f"c{i}@x.ru", "1")]
+        )
+    events = parse_webhook(urlencode(pairs)).events
+    groups = split_events(events, max_bytes=48_000)
+    assert sum(len(g) for g in groups) == 2000
+    assert len(groups) > 1
+    assert all(sum(len(e.model_dump_json()) + 1 for e in g) <= 48_000 for g in groups)
