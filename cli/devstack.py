@@ -26,6 +26,10 @@ GATEWAY_DIR = ROOT / "gateway"
 FUNCTIONS = ("auth", "widget", "webhook", "contacts", "sync")
 WORKER_TYPES = ("token-refresh", "contact-events", "full-sync")
 
+# Per-function environment, as docker-compose.yml sets it: ingest is I/O bound (one beanstalkd
+# put per request), so the webhook gets two gunicorn workers with more threads (see BENCHMARKS.md).
+FUNCTION_ENV: dict[str, dict[str, str]] = {"webhook": {"WORKERS": "2", "THREADS": "16"}}
+
 
 def function_command(name: str, port: int, host: str = "127.0.0.1") -> list[str]:
     """How every function container starts (see Dockerfile / docker-compose.yml)."""
@@ -126,6 +130,7 @@ class Process:
     argv: list[str]
     popen: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_env: Mapping[str, str] | None = None
 
 
 class Stack:
@@ -142,8 +147,10 @@ class Stack:
         workers: tuple[str, ...] = WORKER_TYPES,
         log_to_console: bool = False,
         external_beanstalkd: bool = False,
+        function_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.ports = ports
+        self.function_env = FUNCTION_ENV if function_env is None else function_env
         self.workdir = workdir
         self.with_sandbox = with_sandbox
         self.with_scheduler = with_scheduler
@@ -176,7 +183,7 @@ class Stack:
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
-        proc = Process(name, argv, popen, log_path)
+        proc = Process(name, argv, popen, log_path, extra_env)
         self.processes[name] = proc
         return proc
 
@@ -209,7 +216,7 @@ class Stack:
         if name == "beanstalkd":
             self.start_beanstalkd()
         else:
-            self._spawn(name, proc.argv)
+            self._spawn(name, proc.argv, proc.extra_env)
 
     def start(self) -> None:
         if self.with_sandbox:
@@ -230,7 +237,9 @@ class Stack:
         if migrate.returncode != 0:
             raise RuntimeError(f"migrate failed: {migrate.stdout}\n{migrate.stderr}")
         for name, port in self.ports.functions.items():
-            self._spawn(f"function-{name}", function_command(name, port))
+            self._spawn(
+                f"function-{name}", function_command(name, port), self.function_env.get(name)
+            )
         for worker_type in self.workers:
             self._spawn(f"worker-{worker_type}", worker_command(worker_type))
         if self.with_scheduler:
