@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, ops, sync, widget
+from cli import accounts, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -18,3 +18,4 @@ ops.register(app)
 accounts.register(app)
 sync.register(app)
 widget.register(app)
+security.register(app)
