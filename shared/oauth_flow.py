@@ -212,6 +212,8 @@ def complete_authorization(
 
 def read_account(settings: Settings, host: str, pair: TokenPair) -> Account:
     """`GET /api/v4/account` with the fresh token (the id is what everything keys on)."""
+    # The account id (the shared throttle's key) is what this call finds out; one request
+    # outside the shared schedule is well within amoCRM's limits.
     client = AmoCrmClient(
         settings.amocrm_api_url or f"https://{host}",
         StaticTokenProvider(pair.access_token.get_secret_value()),

@@ -9,7 +9,6 @@ under that lock first: whoever comes second sees the rotated pair and does not s
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from shared.crypto import get_secret_box
 from shared.db import Database, get_database
 from shared.jobs import RefreshTokenJob
 from shared.queue import Delivery, RetryJob, get_queue
-from shared.ratelimit import IntervalThrottle, Throttle
+from shared.ratelimit import MySqlThrottle
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -226,21 +225,6 @@ class DbTokenProvider:
         return stored.access_token.get_secret_value()
 
 
-_throttles: dict[int, IntervalThrottle] = {}
-_throttles_lock = threading.Lock()
-
-
-def account_throttle(account_id: int, rate: float) -> Throttle:
-    """The throttle every amoCRM call of this account goes through."""
-    # TODO(MySqlThrottle): switch to shared.ratelimit.MySqlThrottle(db, key, rate) once it lands,
-    # so the limit holds across processes; until then it is shared by this process's threads.
-    with _throttles_lock:
-        throttle = _throttles.get(account_id)
-        if throttle is None:
-            throttle = _throttles[account_id] = IntervalThrottle(rate=rate)
-        return throttle
-
-
 def amocrm_client_for(account: AccountRow, *, db: Database | None = None) -> AmoCrmClient:
     """An amoCRM client for this account with DB-backed tokens and the account's throttle."""
     settings = get_settings()
@@ -249,7 +233,8 @@ def amocrm_client_for(account: AccountRow, *, db: Database | None = None) -> Amo
     return AmoCrmClient(
         base_url,
         DbTokenProvider(database, build_oauth(settings), account),
-        throttle=account_throttle(account.id, settings.amocrm_rate_limit_rps),
+        # One request schedule per account, shared by every process that calls amoCRM for it.
+        throttle=MySqlThrottle(database, str(account.id), settings.amocrm_rate_limit_rps),
     )
 
 
