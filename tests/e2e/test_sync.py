@@ -216,3 +216,40 @@ def test_consumer_killed_mid_sync_resumes_from_checkpoint(
     assert pages and f"page={checkpoint + 1}" in pages[0]
     assert len(pages) == 6 - checkpoint
     assert list_addresses(stack, account) == expected_addresses(stack, account.account_id)
+
+
+def test_cli_sync_contacts_and_status(stack: Stack, isolated_env: dict[str, str]) -> None:
+    import json
+
+    account = install_connected_account(stack, isolated_env)
+    seed_contacts(stack, account.account_id, 3)
+    amosync = str(Path(sys.executable).parent / "amosync")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [amosync, *args],
+            cwd=ROOT,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    synced = cli("sync", account.name, "--json")
+    assert synced.returncode == 0, synced.stderr
+    run = json.loads(synced.stdout.strip().splitlines()[-1])
+    assert (run["status"], run["contacts_seen"], run["rows_imported"]) == ("done", 3, 3)
+    followed = cli("sync", account.name)  # the progress bar, followed to the end
+    assert followed.returncode == 0, followed.stderr
+    assert "done" in followed.stdout
+    listed = cli("contacts", account.name, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 3 and all(r["sync"]["emails"][0]["state"] == "member" for r in rows)
+    status = cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    snapshot = json.loads(status.stdout)
+    assert any(a["name"] == account.name for a in snapshot["accounts"])
+    assert set(snapshot["queues"]) == {"token-refresh", "contact-events", "full-sync"}
+    assert cli("sync", "no-such-account").returncode == 2
