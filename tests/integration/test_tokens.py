@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +63,10 @@ def amo_server(base_env: dict[str, str]) -> Iterator[AmoSandbox]:
         rate_limit=0,
     )
     app = create_app(config)
+    world: World = app.config["WORLD"]
+    # Account ids of their own: the session's stack runs another sandbox with the same id
+    # sequence, and both install into the same database.
+    world._account_ids = itertools.count(1_900_000_000 + secrets.randbelow(10**8), 7919)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
