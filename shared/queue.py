@@ -432,6 +432,11 @@ class Consumer(Generic[JobT]):
         except greenstalk.NotFoundError:
             # TTR ran out and another worker took the job; it will be handled there.
             log.warning("job vanished before it was settled", extra=extra)
+        except (OSError, greenstalk.UnknownResponseError) as exc:
+            # beanstalkd went away mid-batch: the reservation lapses and the job is delivered
+            # again (handlers are idempotent); the worker must survive and reconnect.
+            log.warning("could not settle job", extra={**extra, "error": str(exc)})
+            self._close()
         finally:
             request_id_var.set(None)
 
