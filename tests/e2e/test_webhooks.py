@@ -307,3 +307,14 @@ def test_queue_down_means_503_and_the_resend_loses_nothing(
         log = stack.workdir / "worker-contact-events.log"
         print(log.read_text()[-4000:] if log.exists() else "no worker log")
         raise
+
+
+def test_delete_then_restore_readds(stack: Stack, accounts: Any) -> None:
+    a, _ = accounts
+    email = f"phoenix-{tag()}@x.ru"
+    (cid,) = changes(stack, a, add=[contact(email, "Phoenix")])["added"]
+    await_members(stack, a, {email: "Phoenix"})
+    delivered_ok(changes(stack, a, delete=[cid]))
+    await_members(stack, a, {email: None})
+    delivered_ok(changes(stack, a, restore=[cid]))
+    await_members(stack, a, {email: "Phoenix"})
