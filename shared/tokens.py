@@ -133,13 +133,18 @@ def refresh_under_lock(
 ) -> StoredTokens | None:
     """Refresh the account's pair unless, re-read under its lock, `still_needed` says no.
 
-    Returns the pair stored afterwards (None if the account has no tokens). Raises
+    Returns the pair stored afterwards (None if the account has no usable tokens). Raises
     `OAuthRejected` after marking the account reauth_required, `OAuthTransient` for a retry,
     `RefreshLockBusy` if another process kept the lock too long.
     """
     with db.named_lock(refresh_lock_name(db, account.id), timeout=lock_wait) as acquired:
         if not acquired:
             raise RefreshLockBusy(f"refresh lock of account {account.id} is busy")
+        # Re-read the status too: an account that needs re-auth (or was disabled) meanwhile
+        # must not spend its dead refresh token on every API call that meets a 401.
+        fresh = get_account(db, account.id)
+        if fresh is None or fresh.status in ("reauth_required", "disabled"):
+            return None
         current = load_tokens(db, account.id)
         if current is None or not still_needed(current):
             return current

@@ -298,3 +298,17 @@ def test_api_401_after_revocation_marks_reauth(amo: AmoSandbox, db: Database) ->
         amocrm_client_for(account).get_account()
     after = get_account(db, account_id)
     assert after is not None and after.status == "reauth_required"
+
+
+def test_no_refresh_attempts_once_account_needs_reauth(amo: AmoSandbox, db: Database) -> None:
+    account_id = install(amo)
+    account = get_account(db, account_id)
+    assert account is not None
+    amo.world.revoke_tokens(amo.world.account(account_id))
+    client = amocrm_client_for(account)
+    with pytest.raises(Unauthorized):
+        client.get_account()
+    calls = len(amo.token_calls())
+    with pytest.raises(Unauthorized):
+        client.get_account()  # 401 again, but no second spend of the dead refresh token
+    assert len(amo.token_calls()) == calls
