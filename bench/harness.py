@@ -161,7 +161,6 @@ def stack_env(ports: Ports, database: str, **overrides: str) -> dict[str, str]:
         "ADMIN_TOKEN": secrets.token_urlsafe(24),
         # Per-request INFO lines would make the benchmark measure log writing.
         "LOG_LEVEL": "WARNING",
-        "SANDBOX_UNISENDER_KEYS": "bench-unisender-key",
     }
     env.update(overrides)
     return env
@@ -230,6 +229,20 @@ class BenchStack:
         url = f"http://127.0.0.1:{ports.gateway}"
         wait_http(f"{url}/healthz", timeout=10)
         return url
+
+
+def connect_account(bs: BenchStack, *, subdomain: str | None = None) -> Any:
+    """An amoCRM sandbox account installed through /auth with Unisender connected (/widget).
+
+    The same flows the end-to-end tests use, so a benchmark measures what a user would set up.
+    Returns tests.e2e.flows_widget.ConnectedAccount.
+    """
+    from tests.e2e.flows_accounts import install_account
+    from tests.e2e.flows_widget import connect_unisender
+
+    with bs.settings_env():
+        installed = install_account(bs.stack, bs.stack.env, subdomain=subdomain)
+        return connect_unisender(bs.stack, bs.stack.env, installed.account_id)
 
 
 def _reset_caches() -> None:

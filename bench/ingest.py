@@ -26,6 +26,7 @@ from bench.harness import (
     BenchStack,
     WrkResult,
     bench_stack,
+    connect_account,
     record_section,
     run_wrk,
     table,
@@ -49,18 +50,12 @@ class Account:
 def prepare_account(bs: BenchStack) -> Account:
     """Install a sandbox account and connect Unisender the way a user would (e2e flows)."""
     try:
-        from tests.e2e.flows_accounts import install_account
-
-        from tests.e2e.flows_widget import connect_unisender
+        connected = connect_account(bs)
     except ImportError:
         account = requests.get(f"{bs.amocrm}/_sandbox/accounts", timeout=5).json()[0]
         return Account(account["id"], account["subdomain"], None)
-    with bs.settings_env():
-        installed = install_account(bs.stack, name="bench")
-        connect_unisender(bs.stack, installed, api_key="bench-unisender-key")
-    account = requests.get(f"{bs.amocrm}/_sandbox/accounts/{installed.id}", timeout=5).json()
-    hook = next(h["destination"] for h in account["webhooks"] if "/webhook/" in h["destination"])
-    return Account(account["id"], account["subdomain"], hook)
+    account = requests.get(f"{bs.amocrm}/_sandbox/accounts/{connected.account_id}", timeout=5)
+    return Account(connected.account_id, account.json()["subdomain"], connected.webhook_destination)
 
 
 def amocrm_bodies(bs: BenchStack, account: Account, sizes: list[int]) -> dict[int, bytes]:
@@ -243,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_record:
         record_section("ingest", "Webhook ingest through nginx", body)
-    return 1 if any(p.webhook and p.jobs != p.webhook.ok for p in points) else 0
+    return 1 if any(n.startswith("LOST") for n in failures) else 0
 
 
 def print_point(p: Point) -> None:
@@ -266,7 +261,11 @@ def check(points: list[Point]) -> list[str]:
     for p in points:
         if p.webhook is None:
             continue
-        if p.jobs != p.webhook.ok or p.events != p.webhook.ok * p.contacts:
+        # wrk stops counting at the deadline with up to one request per connection in flight:
+        # those may be queued without their 2xx being seen, never the other way round.
+        if not p.webhook.ok <= p.jobs <= p.webhook.ok + p.connections or (
+            p.events != p.jobs * p.contacts
+        ):
             notes.append(
                 f"LOST EVENTS at {p.contacts} contacts x {p.connections} connections: "
                 f"{p.webhook.ok} accepted, {p.jobs} jobs / {p.events} events on the queue"
