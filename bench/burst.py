@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(f)
     print(body)
     if not args.no_record:
-        record_section("burst", "Event burst", body)
+        record_section("burst", "Event burst", body, argv=argv)
     return 0 if f.failed_posts == 0 and f.applied >= f.events else 1
 
 

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(results, args.latency_ms, notes)
     print(body)
     if not args.no_record:
-        record_section("fullsync", "Full sync", body)
+        record_section("fullsync", "Full sync", body, argv=argv)
     return 0
 
 

@@ -61,20 +61,19 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs (nproc), {cpu}, {mem}, Linux {platform.release()}, load {load}"
 
 
-def command_line() -> str:
-    """The command that reproduces this run, as an operator would type it."""
-    module = sys.modules["__main__"].__spec__
-    name = module.name if module else Path(sys.argv[0]).stem
-    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return f".venv/bin/python -m {name}{' ' + args if args else ''}"
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run (run_all passes each script its own argv)."""
+    args = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    return f".venv/bin/python -m {module}{' ' + args if args else ''}"
 
 
-def record_section(key: str, title: str, body: str) -> None:
+def record_section(key: str, title: str, body: str, *, argv: list[str] | None = None) -> None:
     """Write (or replace) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = command_line(f"bench.{key}", argv)
     section = (
         f"<!-- bench:{key} -->\n## {title}\n\n"
-        f"- command: `{command_line()}`\n- date: {stamp}\n- machine: {machine()}\n\n"
+        f"- command: `{command}`\n- date: {stamp}\n- machine: {machine()}\n\n"
         f"{body.strip()}\n<!-- /bench:{key} -->"
     )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else _preamble()

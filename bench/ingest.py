@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(points, gunicorn, failures)
     print(body)
     if not args.no_record:
-        record_section("ingest", "Webhook ingest through nginx", body)
+        record_section("ingest", "Webhook ingest through nginx", body, argv=argv)
     return 1 if any(n.startswith("LOST") for n in failures) else 0
 
 
