@@ -10,6 +10,7 @@ from functools import wraps
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from shared import errors
 from shared.amocrm import errors as amo_errors
@@ -25,6 +26,14 @@ Handler = Callable[[flask.Request], Any]
 
 _configured: set[str] = set()
 
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
@@ -34,6 +43,9 @@ def map_exception(exc: BaseException) -> tuple[int, str, str]:
     """The one place that turns an exception into (HTTP status, error code, message)."""
     if isinstance(exc, errors.AppError):
         return exc.status, exc.code, exc.message
+    if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
+        # Flask/werkzeug refusing the request itself (a malformed body read by a handler).
+        return exc.code, _HTTP_CODES.get(exc.code, "http_error"), (exc.name or "").lower()
     if isinstance(exc, DatabaseUnavailable):
         return 503, "database_unavailable", "the database is unavailable; retry later"
     if isinstance(exc, QueueUnavailable):
@@ -63,10 +75,33 @@ def json_error(status: int, code: str, message: str) -> flask.Response:
     return response
 
 
+def _werkzeug_error(exc: HTTPException) -> flask.Response:
+    status = exc.code or 500
+    message = "no such route" if status == 404 else (exc.name or "request refused").lower()
+    return json_error(status, _HTTP_CODES.get(status, "http_error"), message)
+
+
+def install_json_http_errors() -> None:
+    """Give the errors Flask raises before our handler runs the JSON shape too.
+
+    functions-framework routes `/<path:path>`, which never matches a path holding a newline
+    (`/webhook/1/%0A`): Flask then answers its own HTML 404 without calling the function.
+    FF executes main.py inside its app's context, so the decorator below can reach the app.
+    """
+    if not flask.has_app_context():
+        return
+    app = flask.current_app
+    if not app.config.get("AMOSYNC_JSON_ERRORS"):
+        app.register_error_handler(HTTPException, _werkzeug_error)
+        app.config["AMOSYNC_JSON_ERRORS"] = True
+
+
 def endpoint(function_name: str) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
     """Wrap a functions-framework target: request id, health check, JSON errors, access log."""
 
     def decorate(handler: Handler) -> Callable[[flask.Request], flask.Response]:
+        install_json_http_errors()
+
         @wraps(handler)
         def wrapper(request: flask.Request) -> flask.Response:
             if function_name not in _configured:
