@@ -72,12 +72,28 @@ def servers(base_env: dict[str, str]) -> Iterator[Sandboxes]:
 @pytest.fixture
 def env(
     servers: Sandboxes, monkeypatch: pytest.MonkeyPatch, db: Database, beanstalkd: Any
-) -> Sandboxes:
+) -> Iterator[Sandboxes]:
     monkeypatch.setenv("AMOCRM_API_URL", servers.amo_url)
     monkeypatch.setenv("AMOCRM_AUTH_URL", f"{servers.amo_url}/oauth")
     monkeypatch.setenv("UNISENDER_API_URL", f"{servers.uni_url}/ru/api")
     reset_caches()
-    return servers
+    first_run = int((db.fetch_one("SELECT COALESCE(MAX(id), 0) AS n FROM sync_runs") or {})["n"])
+    yield servers
+    # Emulators number accounts the same way in every process, so the e2e stack's sandbox hands
+    # out these very ids again: forget our accounts, and end the runs whose jobs went to this
+    # test's private tube (reconciles queue one for every account in the database).
+    database = get_database()
+    database.execute(
+        "UPDATE sync_runs SET status = 'failed', error = 'test cleanup' "
+        "WHERE id > %s AND status IN ('queued', 'running')",
+        (first_run,),
+    )
+    ids = [a.id for a in servers.world.accounts.values()]
+    if ids:
+        database.execute(
+            f"DELETE FROM accounts WHERE id IN ({', '.join(['%s'] * len(ids))})",  # noqa: S608
+            ids,
+        )
 
 
 @dataclass
@@ -241,8 +257,9 @@ def test_crashed_run_resumes_from_its_checkpoint(env: Sandboxes) -> None:
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=2)])
     run = fullsync.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "done", run
-    pages = [e["query"] for e in env.page_requests(acc.account_id)]
-    assert "page=3" in pages[0] and len(pages) == 3  # pages 3, 4, 5: never page 1 again
+    # Pages 3, 4, 5 (a 429 retry may repeat one): never page 1 or 2 again.
+    pages = [e["query"] for e in env.page_requests(acc.account_id) if e["status"] == 200]
+    assert "page=3" in pages[0] and len(pages) == 3
     assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (5, 1100, 1100)
     assert len(acc.list_emails()) == 1100
 
