@@ -15,11 +15,19 @@ from shared.http import endpoint, query_param, require_method
 from shared.lookup import contact_view, contacts_page
 from shared.tokens import amocrm_client_for
 from shared.unisender_link import get_unisender_link, unisender_client_for
+from shared.widget_auth import preflight, with_cors
 
 
 @functions_framework.http
 @endpoint("contacts")
 def contacts(request: flask.Request) -> Any:
+    # The amoCRM widget calls these from the account's origin: answer its CORS preflight.
+    if request.method == "OPTIONS":
+        return preflight(request)
+    return with_cors(request, lambda: route(request))
+
+
+def route(request: flask.Request) -> Any:
     require_method(request, "GET")
     path = request.path.rstrip("/")
     if path == "/contacts":

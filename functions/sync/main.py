@@ -11,16 +11,19 @@ from shared.db import get_database
 from shared.fullsync import get_sync_run, latest_sync_run, request_sync, run_as_dict
 from shared.http import endpoint, is_admin, require_method
 from shared.status import collect_status, render_status_page
+from shared.widget_auth import preflight, with_cors
 
 
 @functions_framework.http
 @endpoint("sync")
 def sync(request: flask.Request) -> Any:
     path = request.path.rstrip("/")
-    if path == "/sync":
-        return start_sync(request)
-    if path == "/sync/status":
-        return sync_status(request)
+    if path in ("/sync", "/sync/status"):
+        # The amoCRM widget may call these from the account's origin (CORS, X-Auth-Token).
+        if request.method == "OPTIONS":
+            return preflight(request)
+        handler = start_sync if path == "/sync" else sync_status
+        return with_cors(request, lambda: handler(request))
     if path == "/status":
         return status_page(request)
     raise errors.NotFound("no such route")

@@ -191,3 +191,25 @@ def test_contact_shows_unisender_view_and_our_state(
     bad = get(stack, "/contact", admin(isolated_env), name=mine.name, email="not-an-email")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_parameter"
     assert get(stack, "/contact", admin(isolated_env), name=mine.name).status_code == 400
+
+
+def test_widget_origin_gets_cors_and_others_do_not(
+    stack: Stack, isolated_env: dict[str, str], accounts: tuple[SyncAccount, SyncAccount]
+) -> None:
+    mine, _ = accounts
+    origin = "https://acme.amocrm.ru"
+    for path in ("/contacts", "/contact", "/sync", "/sync/status"):
+        pre = requests.options(
+            f"{stack.gateway_url}{path}",
+            headers={"Origin": origin, "Access-Control-Request-Method": "GET"},
+            timeout=5,
+        )
+        assert pre.status_code == 204 and pre.headers["Access-Control-Allow-Origin"] == origin
+        evil = requests.options(
+            f"{stack.gateway_url}{path}", headers={"Origin": "https://evil.example"}, timeout=5
+        )
+        assert evil.status_code == 403 and "Access-Control-Allow-Origin" not in evil.headers
+    resp = get(stack, "/contacts", {**widget(isolated_env, mine), "Origin": origin}, limit=1)
+    assert resp.status_code == 200 and resp.headers["Access-Control-Allow-Origin"] == origin
+    refused = get(stack, "/contacts", {"Origin": origin}, name=mine.name)
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == origin
