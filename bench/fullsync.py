@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -98,7 +101,9 @@ def admin(bs: BenchStack) -> dict[str, str]:
     return {"Authorization": f"Bearer {bs.env['ADMIN_TOKEN']}"}
 
 
-def measure(bs: BenchStack, connected: Any, contacts: int, rps: float) -> SyncFigures:
+def measure(
+    bs: BenchStack, connected: Any, contacts: int, rps: float, profile: Path | None = None
+) -> SyncFigures:
     """Seed, restart the consumer, run one full sync, and read every counter the stack has."""
     from tests.e2e.flows_widget import unisender_state
 
@@ -130,6 +135,26 @@ def measure(bs: BenchStack, connected: Any, contacts: int, rps: float) -> SyncFi
     )
     assert resp.status_code in (200, 202), resp.text
     run_id = resp.json()["run_id"]
+    spy = None
+    if profile is not None:
+        consumer = bs.stack.processes["worker-full-sync"].popen
+        assert consumer is not None
+        # Wall-clock samples (--idle): where the consumer waits matters as much as where it works.
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(consumer.pid),
+                "--idle",
+                "--format",
+                "raw",
+                "--output",
+                str(profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def finished() -> dict[str, Any] | None:
         body = requests.get(
@@ -139,6 +164,9 @@ def measure(bs: BenchStack, connected: Any, contacts: int, rps: float) -> SyncFi
 
     run = wait_until(finished, timeout=contacts / 100 + 120, interval=0.1, what=f"run {run_id}")
     wall = time.monotonic() - started
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     assert run["status"] == "done", run
     worker = bs.stack.processes["worker-full-sync"].popen
     assert worker is not None
@@ -178,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=0, help="also this many (e.g. 100000)")
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the consumer")
     args = parser.parse_args(argv)
     rps = 7.0
     sizes = [args.contacts, *([args.large] if args.large else [])]
@@ -191,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_stack(workers=("full-sync",), env=env) as bs:
         for size in sizes:
             connected = connect_account(bs)
-            figures = measure(bs, connected, size, rps)
+            figures = measure(bs, connected, size, rps, args.profile if size == sizes[0] else None)
             results.append(figures)
             print_figures(figures)
     notes = check(results)
