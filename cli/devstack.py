@@ -54,6 +54,11 @@ SCHEDULER_COMMAND = ["python", "-m", "scheduler"]
 MIGRATE_COMMAND = ["amosync", "migrate"]
 
 
+def beanstalkd_command(port: int, binlog: str, host: str = "127.0.0.1") -> list[str]:
+    """beanstalkd with a binlog fsynced on every write: a 200 to amoCRM means the job is on disk."""
+    return ["beanstalkd", "-l", host, "-p", str(port), "-b", binlog, "-f", "0"]
+
+
 def sandbox_command(vendor: str, port: int, host: str = "127.0.0.1") -> list[str]:
     return ["python", "-m", f"sandbox.{vendor}", "--host", host, "--port", str(port)]
 
@@ -192,7 +197,7 @@ class Stack:
         binlog.mkdir(exist_ok=True)
         self._spawn(
             "beanstalkd",
-            ["beanstalkd", "-l", "127.0.0.1", "-p", str(self.ports.beanstalk), "-b", str(binlog)],
+            beanstalkd_command(self.ports.beanstalk, str(binlog)),
         )
         wait_tcp(self.ports.beanstalk)
 

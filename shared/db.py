@@ -55,6 +55,9 @@ class Database:
             "write_timeout": 60,
             "charset": "utf8mb4",
             "autocommit": True,
+            # Timestamps are written by the server (CURRENT_TIMESTAMP) and compared with Python's
+            # UTC; the session time zone makes both the same clock whatever the server's setting.
+            "init_command": "SET time_zone = '+00:00'",
             "cursorclass": pymysql.cursors.DictCursor,
         }
         self.name = database

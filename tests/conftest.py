@@ -19,7 +19,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from cli.devstack import Ports, Stack, wait_tcp
+from cli.devstack import Ports, Stack, beanstalkd_command, wait_tcp
 from shared.crypto import generate_key
 
 MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
@@ -167,7 +167,7 @@ class Beanstalkd:
     def start(self) -> None:
         self.binlog.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["beanstalkd", "-l", "127.0.0.1", "-p", str(self.port), "-b", str(self.binlog)],
+            beanstalkd_command(self.port, str(self.binlog)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

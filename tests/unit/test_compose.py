@@ -16,6 +16,7 @@ from cli.devstack import (
     MIGRATE_COMMAND,
     SCHEDULER_COMMAND,
     WORKER_TYPES,
+    beanstalkd_command,
     function_command,
     sandbox_command,
     worker_command,
@@ -110,8 +111,8 @@ def test_gateway_uses_the_same_template_and_gates_on_health(services: dict) -> N
 
 def test_beanstalkd_keeps_a_binlog_on_a_volume(services: dict) -> None:  # type: ignore[type-arg]
     beanstalkd = services["beanstalkd"]
-    assert "-b" in beanstalkd["command"]
     binlog = beanstalkd["command"][beanstalkd["command"].index("-b") + 1]
+    assert beanstalkd["command"] == beanstalkd_command(11300, binlog, host="0.0.0.0")
     assert any(v.endswith(":" + binlog) for v in beanstalkd["volumes"])
     assert beanstalkd["healthcheck"]
 
