@@ -173,17 +173,35 @@ class Database:
     def ping(self) -> None:
         self.fetch_one("SELECT 1 AS ok")
 
+    def _lock_query(self, sql: str, params: Params) -> Row | None:
+        # Not through _run: a silent reconnect there would hide that a held lock died with the
+        # old connection. Here a lost connection is simply "unavailable".
+        try:
+            with self._connection().cursor() as cursor:
+                cursor.execute(sql, params)
+                row: Row | None = cursor.fetchone()
+                return row
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            self._drop_connection()
+            raise DatabaseUnavailable(f"MySQL unavailable: {exc.args[0]}") from exc
+
+    def holds_lock(self, name: str) -> bool:
+        """True while this thread's connection still holds `name` (lost with the connection)."""
+        conn: Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or not conn.open:
+            return False
+        row = self._lock_query("SELECT IS_USED_LOCK(%s) = CONNECTION_ID() AS mine", (name,))
+        return bool(row and row["mine"] == 1)
+
     def close(self) -> None:
         self._drop_connection()
 
     @contextmanager
     def named_lock(self, name: str, *, timeout: float = 0) -> Iterator[bool]:
         """MySQL GET_LOCK held on this thread's connection; yields whether it was acquired."""
-        conn = self._connection()
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT GET_LOCK(%s, %s) AS got", (name, timeout))
-            row = cursor.fetchone()
+        row = self._lock_query("SELECT GET_LOCK(%s, %s) AS got", (name, timeout))
         acquired = bool(row and row["got"] == 1)
+        conn = self._connection()
         try:
             yield acquired
         finally:

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared import errors
 from shared.amocrm import errors as amo_errors
+from shared.crypto import DecryptionFailed
 from shared.db import DatabaseUnavailable, get_database
 from shared.logging import configure_logging, new_request_id, request_id_var
 from shared.queue import QueueUnavailable, get_queue
@@ -46,6 +47,13 @@ def map_exception(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
         # Flask/werkzeug refusing the request itself (a malformed body read by a handler).
         return exc.code, _HTTP_CODES.get(exc.code, "http_error"), (exc.name or "").lower()
+    if isinstance(exc, DecryptionFailed):
+        # Our misconfiguration, not the caller's: ENCRYPTION_KEY lost the key that wrote the data.
+        return (
+            500,
+            "encryption_key_mismatch",
+            "stored secret cannot be decrypted; check ENCRYPTION_KEY",
+        )
     if isinstance(exc, DatabaseUnavailable):
         return 503, "database_unavailable", "the database is unavailable; retry later"
     if isinstance(exc, QueueUnavailable):

@@ -53,8 +53,9 @@ def apply_migrations(settings: Settings) -> list[str]:
     ensure_database(settings)
     backend = get_backend(_backend_uri(settings))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    pending = backend.to_apply(migrations)
+    # Decide what is pending under the lock, so two `migrate` runs never apply the same step.
     with backend.lock():
+        pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     applied = [m.id for m in pending]
     log.info("migrations applied", extra={"applied": applied, "database": settings.mysql_database})

@@ -204,14 +204,19 @@ class Delivery(Generic[JobT]):
     job_id: int
     job: JobT
     attempts: int
+    age: int = 0  # seconds since the job was first put
     raw: RawJob | None = field(default=None, repr=False)
     outcome: str | None = None  # None → delete on success; "retry" or "bury" when decided
     reason: str = ""
     delay: float | None = None
+    # A known-transient failure (vendor or infrastructure down) is retried for a time budget;
+    # an unexpected exception only for a number of attempts, so a bug does not spin for hours.
+    transient: bool = True
     _client: Client | None = field(default=None, repr=False)
 
-    def retry(self, reason: str, *, delay: float | None = None) -> None:
+    def retry(self, reason: str, *, delay: float | None = None, transient: bool = True) -> None:
         self.outcome, self.reason, self.delay = "retry", reason, delay
+        self.transient = transient
 
     def bury(self, reason: str) -> None:
         self.outcome, self.reason = "bury", reason
@@ -232,6 +237,7 @@ BatchHandler = Callable[[list[Delivery[JobT]]], None]
 @dataclass
 class ConsumerOptions:
     max_attempts: int = 8
+    retry_budget_seconds: float = 6 * 3600
     backoff_base: float = 2.0
     backoff_max: float = 600.0
     batch_size: int = 1
@@ -250,7 +256,7 @@ class Consumer(Generic[JobT]):
         handler: BatchHandler[JobT],
         *,
         options: ConsumerOptions | None = None,
-        heartbeat: Callable[[int], None] | None = None,
+        heartbeat: Callable[[int], bool] | None = None,
         on_bury: Callable[[str, int, str, str], None] | None = None,
     ) -> None:
         self.queue = queue
@@ -319,7 +325,10 @@ class Consumer(Generic[JobT]):
     def _beat(self) -> None:
         try:
             assert self.heartbeat is not None
-            self.heartbeat(self.jobs_done)
+            if not self.heartbeat(self.jobs_done):
+                # The original's delete-worker: removing a worker from the registry stops it.
+                log.warning("worker removed from the registry; stopping")
+                self.stop()
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
 
@@ -364,6 +373,7 @@ class Consumer(Generic[JobT]):
             return None
         stats = client.stats_job(raw)
         attempts = int(stats.get("releases", 0)) + 1
+        age = int(stats.get("age", 0))
         try:
             job = self.job_type.model_validate_json(raw.body)
         except ValidationError as exc:
@@ -372,7 +382,7 @@ class Consumer(Generic[JobT]):
             client.bury(raw)
             self._record_bury(raw.id, reason, raw.body)
             return None
-        return Delivery(job_id=raw.id, job=job, attempts=attempts, raw=raw, _client=client)
+        return Delivery(job_id=raw.id, job=job, attempts=attempts, age=age, raw=raw, _client=client)
 
     def _record_bury(self, job_id: int, reason: str, body: str) -> None:
         if self.on_bury is None:
@@ -399,11 +409,19 @@ class Consumer(Generic[JobT]):
             log.exception("job handler failed", extra={"tube": self.job_type.tube})
             for d in batch:
                 if d.outcome is None:
-                    d.retry(f"{type(exc).__name__}: {exc}")
+                    d.retry(f"{type(exc).__name__}: {exc}", transient=False)
         finally:
             request_id_var.reset(token)
         for d in batch:
             self._settle(client, d)
+
+    def _retry_delay(self, d: Delivery[JobT]) -> int:
+        return int(d.delay) if d.delay is not None else self.backoff(d.attempts)
+
+    def _may_retry(self, d: Delivery[JobT]) -> bool:
+        if d.transient:
+            return d.age + self._retry_delay(d) <= self.options.retry_budget_seconds
+        return d.attempts < self.options.max_attempts
 
     def _settle(self, client: Client, d: Delivery[JobT]) -> None:
         request_id_var.set(d.job.request_id)
@@ -413,8 +431,8 @@ class Consumer(Generic[JobT]):
                 client.delete(d.job_id)
                 self.jobs_done += 1
                 log.info("job done", extra=extra)
-            elif d.outcome == "retry" and d.attempts < self.options.max_attempts:
-                delay = int(d.delay) if d.delay is not None else self.backoff(d.attempts)
+            elif d.outcome == "retry" and self._may_retry(d):
+                delay = self._retry_delay(d)
                 client.release(d._raw(), priority=DEFAULT_PRIORITY, delay=delay)
                 log.warning(
                     "job released for retry",
@@ -424,7 +442,7 @@ class Consumer(Generic[JobT]):
                 reason = (
                     d.reason
                     if d.outcome == "bury"
-                    else f"gave up after {d.attempts} attempts: {d.reason}"
+                    else f"gave up after {d.attempts} attempts in {d.age} s: {d.reason}"
                 )
                 client.bury(d._raw())
                 log.error("job buried", extra={**extra, "reason": reason[:1000]})

@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Queue consumer behaviour.
+    # Unexpected errors are retried this many times; known-transient ones (vendor or infra down)
+    # for JOB_RETRY_BUDGET_SECONDS, so an outage of hours needs no operator.
     job_max_attempts: int = Field(default=8, ge=1)
+    job_retry_budget_seconds: int = Field(default=6 * 3600, ge=1)
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_max_seconds: float = Field(default=600.0, gt=0)
     job_ttr_seconds: int = Field(default=120, ge=5)

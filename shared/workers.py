@@ -85,9 +85,11 @@ class WorkerRegistry:
                 "SELECT max_workers FROM worker_limits WHERE type = %s FOR UPDATE", (worker_type,)
             )
             limit = cur.fetchone()
+            # A worker whose heartbeat stopped does not hold its slot: its replacement may start.
             cur.execute(
-                "SELECT COUNT(*) AS n FROM workers WHERE type = %s AND name <> %s",
-                (worker_type, name),
+                "SELECT COUNT(*) AS n FROM workers WHERE type = %s AND name <> %s "
+                "AND (last_heartbeat_at IS NULL OR last_heartbeat_at >= %s)",
+                (worker_type, name, _now() - DEAD_AFTER),
             )
             count_row = cur.fetchone()
             count = count_row["n"] if count_row else 0
@@ -122,12 +124,19 @@ class WorkerRegistry:
             (hostname(), os.getpid(), _now(), _now(), worker_type, name),
         )
 
-    def heartbeat(self, worker_type: str, name: str, jobs_done: int) -> None:
+    def heartbeat(self, worker_type: str, name: str, jobs_done: int) -> bool:
+        """Record that the worker lives; False once an operator deleted it (it should stop)."""
+        row = self.db.fetch_one(
+            "SELECT 1 AS present FROM workers WHERE type = %s AND name = %s", (worker_type, name)
+        )
+        if row is None:
+            return False
         self.db.execute(
             "UPDATE workers SET last_heartbeat_at = %s, jobs_done = %s "
             "WHERE type = %s AND name = %s",
             (_now(), jobs_done, worker_type, name),
         )
+        return True
 
     def list(self) -> list[dict[str, Any]]:
         rows = self.db.fetch_all(
@@ -177,6 +186,7 @@ def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
     registry.started(type_name, worker_name)
     options = ConsumerOptions(
         max_attempts=settings.job_max_attempts,
+        retry_budget_seconds=settings.job_retry_budget_seconds,
         backoff_base=settings.job_backoff_base_seconds,
         backoff_max=settings.job_backoff_max_seconds,
         batch_size=worker_type.batch_size,

@@ -171,3 +171,20 @@ def test_queue_unavailable_is_reported(monkeypatch) -> None:  # type: ignore[no-
     with pytest.raises(QueueUnavailable):
         queue.put(RefreshTokenJob(account_id=1))
     assert time.monotonic() - started < 5
+
+
+def test_transient_failures_retry_past_max_attempts_until_the_time_budget(beanstalkd) -> None:  # type: ignore[no-untyped-def]
+    get_queue().put(RefreshTokenJob(account_id=13))
+    calls: list[int] = []
+
+    def handle(batch: list[Delivery[RefreshTokenJob]]) -> None:
+        calls.append(batch[0].attempts)
+        raise RetryJob("Unisender down", delay=0)
+
+    options = ConsumerOptions(
+        max_attempts=3, retry_budget_seconds=2, backoff_base=0.01, backoff_max=0.01
+    )
+    Consumer(get_queue(), RefreshTokenJob, handle, options=options).run(idle_exit_seconds=4)
+    # An outage is not a bug: it outlives the attempt limit, and only the budget buries it.
+    assert len(calls) > 3
+    assert get_queue().tube_stats("token-refresh")["current-jobs-buried"] == 1
