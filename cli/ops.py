@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.jobs import JOB_TYPES
 from shared.logging import configure_logging
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 console = Console()
 err = Console(stderr=True)
@@ -26,8 +27,9 @@ worker_app = typer.Typer(help="Run a queue-triggered consumer.", no_args_is_help
 queue_app = typer.Typer(help="Beanstalk tubes: depths, buried jobs, replay.", no_args_is_help=True)
 
 
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}")
+def fail(message: str, code: int = 1) -> NoReturn:
+    # One line however long (soft_wrap), and the message is text, never rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -40,12 +42,62 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue_app, name="queue")
 
 
+def describe_mysql_error(exc: Exception, settings: Settings) -> str:
+    """One line saying why MySQL would not serve us and what to change."""
+    where = f"MySQL at {settings.mysql_host}:{settings.mysql_port}"
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    if code in (2002, 2003, 2005, 2006, 2013):
+        return (
+            f"{where} is unreachable ({detail}); start MySQL/MariaDB or set MYSQL_HOST/MYSQL_PORT"
+        )
+    if code in (1044, 1045, 1698):
+        return (
+            f"{where} refused user {settings.mysql_user!r} ({detail}); set MYSQL_USER and "
+            "MYSQL_PASSWORD (in .env) to a user that may create databases"
+        )
+    return f"{where} failed: {detail}"
+
+
+def mysql_problem(settings: Settings) -> str | None:
+    """None when MySQL accepts the configured user; otherwise describe_mysql_error's line."""
+    import pymysql
+
+    try:
+        pymysql.connect(
+            host=settings.mysql_host,
+            port=settings.mysql_port,
+            user=settings.mysql_user,
+            password=settings.mysql_password.get_secret_value(),
+            connect_timeout=settings.mysql_connect_timeout,
+        ).close()
+    except pymysql.err.MySQLError as exc:
+        return describe_mysql_error(exc, settings)
+    return None
+
+
+def load_settings() -> Settings:
+    """get_settings(), or one line on stderr and exit 1 when the configuration is invalid."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(str(e["msg"]) for e in exc.errors()))
+
+
 def migrate() -> None:
     """Create the database if needed and apply every pending migration."""
+    import pymysql
+
     from shared.migrate import apply_migrations
 
-    configure_logging("migrate", get_settings().log_level)
-    applied = apply_migrations(get_settings())
+    settings = load_settings()
+    configure_logging("migrate", settings.log_level)
+    try:
+        applied = apply_migrations(settings)
+    except pymysql.err.MySQLError as exc:
+        fail(describe_mysql_error(exc, settings))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
