@@ -8,6 +8,7 @@ import flask
 import functions_framework
 
 from shared import errors
+from shared.amocrm.webhooks import parse_id
 from shared.db import get_database
 from shared.http import endpoint, require_method
 from shared.queue import get_queue
@@ -16,9 +17,11 @@ from shared.webhook_intake import accept_webhook
 
 def _destination(request: flask.Request) -> tuple[int, str]:
     parts = request.path.strip("/").split("/")
-    if len(parts) != 3 or parts[0] != "webhook" or not parts[1].isdigit():
+    account_id = parse_id(parts[1]) if len(parts) == 3 and parts[0] == "webhook" else None
+    if account_id is None:
+        # Not a destination we hand out; it answers like an unknown account (nothing to probe).
         raise errors.NotFound("no such webhook", code="webhook_not_found")
-    return int(parts[1]), parts[2]
+    return account_id, parts[2]
 
 
 @functions_framework.http

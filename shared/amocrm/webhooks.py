@@ -22,6 +22,10 @@ ACTIONS = ("add", "update", "delete", "restore")
 IGNORED_ACTIONS = frozenset({"responsible", "note"})
 MAX_VALUE_LENGTH = 1000
 MAX_PAIRS = 200_000
+# amoCRM ids are BIGINT in our schema. `str.isdigit()` is true for "²" and int() refuses
+# 4300+ digit strings: ASCII digits only, bounded, or the value is not an id.
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
@@ -62,7 +66,7 @@ def parse_form(body: bytes | str) -> Tree:
         for depth, part in enumerate(path):
             last = depth == len(path) - 1
             if part == "":
-                part = str(sum(1 for k in node if k.isdigit()))  # `x[]` appends
+                part = str(sum(1 for k in node if parse_id(k) is not None))  # `x[]` appends
             if last:
                 if isinstance(node.get(part), dict):
                     raise WebhookParseError(f"key {key[:80]!r} is both a value and a group")
@@ -75,15 +79,27 @@ def parse_form(body: bytes | str) -> Tree:
     return tree
 
 
+def parse_id(value: object) -> int | None:
+    """A non-negative BIGINT written in ASCII digits, else None; never raises."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip(" \t")
+    if _ID.fullmatch(text) is None:
+        return None
+    number = int(text)
+    return number if number <= MAX_ID else None
+
+
 def _items(group: object, where: str) -> list[Tree]:
     """The entities of `x[0]`, `x[1]`, … in numeric order."""
     if not isinstance(group, dict):
         raise WebhookParseError(f"{where} is not a group of entities")
     items: list[tuple[int, Tree]] = []
     for index, item in group.items():
-        if not index.isdigit() or not isinstance(item, dict):
+        number = parse_id(index)
+        if number is None or not isinstance(item, dict):
             raise WebhookParseError(f"{where}[{index[:20]}] is not an indexed entity")
-        items.append((int(index), item))
+        items.append((number, item))
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
@@ -96,9 +112,10 @@ def _int(value: object, what: str, *, required: bool = False) -> int:
         if required:
             raise WebhookParseError(f"{what} is missing")
         return 0
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise WebhookParseError(f"{what} is not a number: {str(value)[:40]!r}")
+    number = parse_id(value)
+    if number is None:
+        raise WebhookParseError(f"{what} is not a number")
+    return number
 
 
 def _email_values(entity: Tree, where: str) -> list[EmailValue] | None:
@@ -121,11 +138,14 @@ def _email_values(entity: Tree, where: str) -> list[EmailValue] | None:
             if not value or len(value) > MAX_VALUE_LENGTH:
                 continue
             enum = str(raw.get("enum", "")).strip()
-            if enum.isdigit():
-                out.append(EmailValue(value=value, enum_id=int(enum)))
-            else:
+            enum_id = parse_id(enum)
+            if enum_id is not None:
+                out.append(EmailValue(value=value, enum_id=enum_id))
+            elif enum.isascii() and enum.isalpha():
                 # Pre-2020 payloads put the code ("WORK") where the id is now.
-                out.append(EmailValue(value=value, enum_code=enum[:32] or None))
+                out.append(EmailValue(value=value, enum_code=enum[:32]))
+            else:
+                out.append(EmailValue(value=value))  # an enum we cannot read: type unknown
     return out
 
 

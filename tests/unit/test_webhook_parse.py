@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from shared.amocrm.webhooks import WebhookParseError, parse_form, parse_webhook
+from shared.amocrm.webhooks import WebhookParseError, parse_form, parse_id, parse_webhook
 from shared.webhook_intake import split_events
 
 pytestmark = pytest.mark.unit
@@ -174,3 +174,23 @@ def test_big_posts_split_into_jobs_under_the_size_limit() -> None:
     assert sum(len(g) for g in groups) == 2000
     assert len(groups) > 1
     assert all(sum(len(e.model_dump_json()) + 1 for e in g) <= 48_000 for g in groups)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        (" 42 ", 42),
+        (str(2**63 - 1), 2**63 - 1),
+        (str(2**63), None),
+        ("9" * 5000, None),
+        ("²", None),
+        ("١٢", None),
+        ("-1", None),
+        ("+1", None),
+        ("1_000", None),
+        ("", None),
+    ],
+)
+def test_ids_are_bounded_ascii_digits(text: str, expected: int | None) -> None:
+    assert parse_id(text) == expected
