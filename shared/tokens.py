@@ -299,7 +299,10 @@ def _refresh_one(
             extra={"account_id": account_id, "status": exc.status, "hint": exc.hint},
         )
         return  # terminal: no retry, the account is marked reauth_required
-    except (OAuthTransient, RefreshLockBusy) as exc:
+    except OAuthTransient as exc:
+        # A 429 says how long to wait; otherwise the consumer's backoff decides.
+        raise RetryJob(f"account {account_id}: {exc}", delay=exc.retry_after) from exc
+    except RefreshLockBusy as exc:
         raise RetryJob(f"account {account_id}: {exc}") from exc
     if stored is None:
         log.info("refresh skipped: account has no tokens", extra={"account_id": account_id})

@@ -65,7 +65,14 @@ class OAuthRejected(AmoCrmError):
 
 
 class OAuthTransient(Transient):
-    """5xx or network failure at the token endpoint: the same grant may be retried."""
+    """5xx, 408, 429 or a network failure at the token endpoint: the same grant may be retried.
+
+    `retry_after` (seconds) is set when amoCRM said how long to wait.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 def _json_body(resp: requests.Response) -> Any:
@@ -128,8 +135,12 @@ def raise_for_response(resp: requests.Response) -> None:
     raise BadRequest(message, **kw)
 
 
+# The token endpoint's answers that say "not now" rather than "never": the grant is unspent.
+_OAUTH_RETRYABLE = (408, 429)
+
+
 def raise_for_oauth_response(resp: requests.Response) -> None:
-    """Token endpoint: 4xx is terminal (`OAuthRejected` with amoCRM's `hint`), 5xx transient."""
+    """Token endpoint: 5xx, 408, 429 transient; any other 4xx terminal (`OAuthRejected`)."""
     status = resp.status_code
     if status < 400:
         return
@@ -141,6 +152,8 @@ def raise_for_oauth_response(resp: requests.Response) -> None:
         "body": body,
     }
     message = f"amoCRM token endpoint -> {status}: {_detail(body, resp)}"
-    if status >= 500:
-        raise OAuthTransient(message, **kw)
+    if status >= 500 or status in _OAUTH_RETRYABLE:
+        # Reference §1.5: only a refused grant is terminal. A rate limit or a timeout is not a
+        # revoked grant; marking the account reauth_required for one would strand it for good.
+        raise OAuthTransient(message, retry_after=parse_retry_after(resp, body), **kw)
     raise OAuthRejected(message, hint=str(hint) if hint is not None else None, **kw)

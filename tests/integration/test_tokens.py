@@ -312,3 +312,27 @@ def test_no_refresh_attempts_once_account_needs_reauth(amo: AmoSandbox, db: Data
     with pytest.raises(Unauthorized):
         client.get_account()  # 401 again, but no second spend of the dead refresh token
     assert len(amo.token_calls()) == calls
+
+
+@pytest.mark.parametrize("status", [429, 408])
+def test_rate_limited_token_endpoint_retries_later_and_keeps_account_active(
+    amo: AmoSandbox, db: Database, status: int
+) -> None:
+    import responses
+
+    account_id = install(amo)
+    with responses.RequestsMock() as mock:
+        mock.post(
+            f"{amo.url}/oauth2/access_token",
+            status=status,
+            json={"title": "Too Many Requests", "status": status, "retry_after": 90},
+        )
+        with pytest.raises(RetryJob) as info:
+            handle_refresh_batch([delivery(account_id)])
+    assert info.value.delay == 90
+    account = get_account(db, account_id)
+    assert account is not None and account.status == "active"
+    # The grant was never spent: the next attempt rotates it normally.
+    handle_refresh_batch([delivery(account_id)])
+    stored = load_tokens(db, account_id)
+    assert stored is not None and stored.generation == 2

@@ -230,3 +230,26 @@ def test_widget_install_is_a_server_side_get_without_state(
     )
     assert client.get_account().id == sandbox.account_id
     assert pair.expires_at > datetime.now(UTC)
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "retry_after"),
+    [
+        (429, {"title": "Too Many Requests", "status": 429, "retry_after": 120}, {}, 120.0),
+        (429, {"title": "Too Many Requests", "status": 429}, {"Retry-After": "7"}, 7.0),
+        (408, {"title": "Request Timeout", "status": 408}, {}, None),
+    ],
+)
+def test_token_endpoint_rate_limit_and_timeout_are_transient(
+    status: int, body: dict[str, object], headers: dict[str, str], retry_after: float | None
+) -> None:
+    # A rate limit is not a revoked grant: the refresh token is unspent and retrying works.
+    oauth = AmoCrmOAuth(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+    url = oauth.token_url("acme.amocrm.ru")
+    responses.post(url, status=status, json=body, headers=headers)
+    with pytest.raises(OAuthTransient) as info:
+        oauth.refresh("acme.amocrm.ru", "rt")
+    assert not isinstance(info.value, OAuthRejected)
+    assert info.value.status == status
+    assert info.value.retry_after == retry_after
