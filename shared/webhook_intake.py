@@ -8,12 +8,15 @@ amoCRM or Unisender.
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
+import greenstalk
+
 from shared import errors
-from shared.amocrm.webhooks import WebhookParseError, parse_webhook
+from shared.amocrm.webhooks import SkippedEntity, WebhookParseError, parse_webhook
 from shared.crypto import DecryptionFailed, get_secret_box, new_secret, sha256_hex
 from shared.db import Database
 from shared.jobs import ContactEvent, ContactEventsJob
@@ -26,6 +29,12 @@ WEBHOOK_EVENTS = ("add_contact", "update_contact", "delete_contact", "restore_co
 SECRET_CACHE_SECONDS = 30.0
 # beanstalkd refuses jobs above its max job size (64 KiB by default): split big POSTs.
 MAX_JOB_BYTES = 48_000
+
+# Skipped entities logged one by one per POST; the rest only counted (a hostile body may hold
+# thousands).
+MAX_SKIPS_LOGGED = 20
+
+log = logging.getLogger(__name__)
 
 _cache: dict[int, tuple[str, float]] = {}
 _cache_lock = threading.Lock()
@@ -99,6 +108,7 @@ class Accepted:
     events: int
     jobs: list[int]
     ignored: int
+    skipped: int = 0
 
 
 def split_events(
@@ -123,7 +133,11 @@ def split_events(
 def accept_webhook(
     db: Database, queue: Queue, *, account_id: int, secret: str, body: bytes
 ) -> Accepted:
-    """Check, parse and durably queue one webhook POST; raises the HTTP errors to answer."""
+    """Check, parse and durably queue one webhook POST; raises the HTTP errors to answer.
+
+    A body that is not an amoCRM contacts webhook of this account is refused whole (400, nothing
+    queued); inside one, malformed entities are skipped and logged and the rest is queued (200).
+    """
     # Unknown account and wrong secret look the same from outside: nothing to enumerate.
     if not secret or len(secret) > 200 or not check_webhook_secret(db, account_id, secret):
         raise errors.NotFound("no such webhook", code="webhook_not_found")
@@ -131,16 +145,67 @@ def accept_webhook(
         parsed = parse_webhook(body)
     except WebhookParseError as exc:
         raise errors.BadRequest(str(exc), code="malformed_webhook") from exc
-    if parsed.account_id is not None and parsed.account_id != account_id:
+    if parsed.account_id != account_id:
         raise errors.BadRequest(
             "the body's account[id] does not match the webhook URL", code="account_mismatch"
         )
+    skipped = list(parsed.skipped)
     received_at = time.time()
     # Events of an account that is not active are queued all the same: the consumer decides
     # (it still applies what needs no amoCRM call; a disconnected account's events are dropped
     # there). The intake stays a pure "durably accept" step.
-    job_ids = [
-        queue.put(ContactEventsJob(account_id=account_id, events=group, received_at=received_at))
-        for group in split_events(parsed.events)
-    ]
-    return Accepted(events=len(parsed.events), jobs=job_ids, ignored=parsed.ignored)
+    job_ids: list[int] = []
+    for group in split_events(parsed.events):
+        job_ids += _put_events(queue, account_id, group, received_at, skipped)
+    _log_skipped(account_id, skipped)
+    return Accepted(
+        events=len(parsed.events) - (len(skipped) - len(parsed.skipped)),
+        jobs=job_ids,
+        ignored=parsed.ignored,
+        skipped=len(skipped),
+    )
+
+
+def _put_events(
+    queue: Queue,
+    account_id: int,
+    events: list[ContactEvent],
+    received_at: float,
+    skipped: list[SkippedEntity],
+) -> list[int]:
+    """Queue these events as one job; halves on beanstalkd's JobTooBigError (the parser's caps
+    make that unreachable unless beanstalkd runs with a smaller -z), skipping a lone event."""
+    job = ContactEventsJob(account_id=account_id, events=events, received_at=received_at)
+    try:
+        return [queue.put(job)]
+    except greenstalk.JobTooBigError:
+        if len(events) == 1:
+            event = events[0]
+            skipped.append(
+                SkippedEntity(event.action, "", event.contact_id, "too big for a queue job")
+            )
+            return []
+        half = len(events) // 2
+        return [
+            *_put_events(queue, account_id, events[:half], received_at, skipped),
+            *_put_events(queue, account_id, events[half:], received_at, skipped),
+        ]
+
+
+def _log_skipped(account_id: int, skipped: list[SkippedEntity]) -> None:
+    for entity in skipped[:MAX_SKIPS_LOGGED]:
+        log.warning(
+            "webhook entity skipped",
+            extra={
+                "account_id": account_id,
+                "action": entity.action,
+                "index": entity.index,
+                "contact_id": entity.contact_id,
+                "reason": entity.reason[:300],
+            },
+        )
+    if len(skipped) > MAX_SKIPS_LOGGED:
+        log.warning(
+            "webhook entities skipped",
+            extra={"account_id": account_id, "skipped": len(skipped)},
+        )

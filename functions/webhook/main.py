@@ -37,5 +37,10 @@ def webhook(request: flask.Request) -> flask.Response:
         body=request.get_data(cache=False),
     )
     return flask.jsonify(
-        {"status": "queued", "events": accepted.events, "ignored": accepted.ignored}
+        {
+            "status": "queued",
+            "events": accepted.events,
+            "ignored": accepted.ignored,
+            "skipped": accepted.skipped,
+        }
     )

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
 
 from shared.amocrm.models import EMAIL_CODE
 from shared.jobs import ContactEvent, EmailValue
 
 ACTIONS = ("add", "update", "delete", "restore")
-# Other contact actions amoCRM can send (we do not subscribe to them): accepted and ignored.
-IGNORED_ACTIONS = frozenset({"responsible", "note"})
-MAX_VALUE_LENGTH = 1000
 MAX_PAIRS = 200_000
+# Caps that keep one event far below beanstalkd's job size (a JobTooBigError used to be a 500):
+# longer values cannot be email addresses (RFC 5321; shared.contacts drops them anyway).
+MAX_EMAIL_LENGTH = 254
+MAX_EMAILS_PER_CONTACT = 50
+MAX_NAME_LENGTH = 255  # contacts.name / list_members.name_sent
+MAX_EVENT_BYTES = 24_000  # one event's JSON; a job holds up to webhook_intake.MAX_JOB_BYTES
 # amoCRM ids are BIGINT in our schema. `str.isdigit()` is true for "²" and int() refuses
 # 4300+ digit strings: ASCII digits only, bounded, or the value is not an id.
 MAX_ID = 2**63 - 1
@@ -38,13 +42,24 @@ class WebhookParseError(ValueError):
 
 
 @dataclass(frozen=True)
+class SkippedEntity:
+    """One entity left out of an otherwise good POST; `reason` never holds personal data."""
+
+    action: str
+    index: str
+    contact_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class ParsedWebhook:
     """Every contact event of one POST, in body order (add, update, delete, restore)."""
 
-    account_id: int | None
+    account_id: int
     subdomain: str | None
     events: list[ContactEvent] = field(default_factory=list)
-    ignored: int = 0  # companies and actions we do not handle
+    ignored: int = 0  # companies, actions we do not handle
+    skipped: list[SkippedEntity] = field(default_factory=list)  # malformed entities
 
 
 def parse_form(body: bytes | str) -> Tree:
@@ -98,7 +113,7 @@ def _items(group: object, where: str) -> list[Tree]:
     for index, item in group.items():
         number = parse_id(index)
         if number is None or not isinstance(item, dict):
-            raise WebhookParseError(f"{where}[{index[:20]}] is not an indexed entity")
+            raise WebhookParseError(f"{where} holds an entry that is not an indexed entity")
         items.append((number, item))
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
@@ -122,6 +137,7 @@ def _email_values(entity: Tree, where: str) -> list[EmailValue] | None:
     """Values of the EMAIL field (matched by `code`, never by the localized name).
 
     None when the entity carries no custom fields at all; [] when it has fields but no EMAIL.
+    Values too long to be an address are dropped; at most MAX_EMAILS_PER_CONTACT are kept.
     """
     fields = entity.get("custom_fields")
     if fields is None:
@@ -135,8 +151,10 @@ def _email_values(entity: Tree, where: str) -> list[EmailValue] | None:
             continue
         for raw in _items(raw_values, f"{where}[custom_fields][values]"):
             value = _text(raw.get("value"))
-            if not value or len(value) > MAX_VALUE_LENGTH:
+            if not value.strip() or len(value.strip()) > MAX_EMAIL_LENGTH:
                 continue
+            if len(out) == MAX_EMAILS_PER_CONTACT:
+                return out
             enum = str(raw.get("enum", "")).strip()
             enum_id = parse_id(enum)
             if enum_id is not None:
@@ -160,49 +178,90 @@ def _event(action: str, entity: Tree, where: str) -> ContactEvent:
     if action in ("add", "update") and emails is None:
         # Updates carry the full field set (reference §4.3): no fields means no email now.
         emails = []
-    return ContactEvent(
-        action=action,  # type: ignore[arg-type]
-        contact_id=contact_id,
-        name=_text(entity.get("name")).strip()[:MAX_VALUE_LENGTH],
-        updated_at=updated_at,
-        emails=emails,
-    )
+    try:
+        event = ContactEvent(
+            action=action,  # type: ignore[arg-type]
+            contact_id=contact_id,
+            name=_text(entity.get("name")).strip()[:MAX_NAME_LENGTH],
+            updated_at=updated_at,
+            emails=emails,
+        )
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
+        raise WebhookParseError(f"{where} does not fit a contact event ({fields})") from exc
+    if len(event.model_dump_json()) > MAX_EVENT_BYTES:
+        raise WebhookParseError(f"{where} is too large for one event")
+    return event
+
+
+def _account_id(tree: Tree) -> int:
+    account = tree.get("account")
+    if not isinstance(account, dict):
+        raise WebhookParseError("not an amoCRM webhook: no account block")
+    account_id = parse_id(account.get("id"))
+    if not account_id:
+        raise WebhookParseError("not an amoCRM webhook: account[id] is not an account id")
+    return account_id
 
 
 def parse_webhook(body: bytes | str) -> ParsedWebhook:
-    """Every contact event of an amoCRM webhook POST; raises WebhookParseError when malformed."""
+    """Every readable contact event of an amoCRM webhook POST.
+
+    Raises WebhookParseError only when the body as a whole is not an amoCRM contacts webhook
+    (not a form, no account block, no contacts group): nothing of it may be queued. Inside a
+    real webhook, actions and entity types we do not handle are ignored and a malformed entity
+    is skipped (with its reason) so the good ones still go through: refusing the whole POST
+    would make amoCRM resend the same body until it disables the hook, losing them all.
+    """
     try:
         tree = parse_form(body)
     except UnicodeDecodeError as exc:
         raise WebhookParseError("body is not UTF-8") from exc
-    account = tree.get("account")
+    account_id = _account_id(tree)
+    account = tree["account"]
+    subdomain = _text(account.get("subdomain"))[:255] or None
     contacts = tree.get("contacts")
-    if not isinstance(account, dict) and contacts is None:
-        raise WebhookParseError("not an amoCRM webhook: no account block and no contacts")
-    account_id: int | None = None
-    subdomain: str | None = None
-    if isinstance(account, Mapping):
-        account_id = _int(account.get("id"), "account[id]") or None
-        subdomain = _text(account.get("subdomain")) or None
+    if not isinstance(contacts, dict):
+        raise WebhookParseError("not an amoCRM contacts webhook: no contacts entities")
     events: list[ContactEvent] = []
-    ignored = 0
-    if contacts is not None:
-        if not isinstance(contacts, dict):
-            raise WebhookParseError("contacts is not a group")
-        for action, group in contacts.items():
-            if action not in ACTIONS:
-                if action in IGNORED_ACTIONS:
-                    ignored += len(_items(group, f"contacts[{action}]"))
-                    continue
-                raise WebhookParseError(f"unknown contacts action {action[:40]!r}")
-        for action in ACTIONS:
-            if action not in contacts:
+    skipped: list[SkippedEntity] = []
+    ignored = sum(
+        len(group) if isinstance(group, dict) else 1
+        for action, group in contacts.items()
+        if action not in ACTIONS
+    )
+    for action in ACTIONS:
+        group = contacts.get(action)
+        if group is None:
+            continue
+        if not isinstance(group, dict):
+            skipped.append(SkippedEntity(action, "", None, "not a group of entities"))
+            continue
+        numbered: list[tuple[int, str, object]] = []
+        for index, entity in group.items():
+            number = parse_id(index)
+            if number is None:
+                skipped.append(SkippedEntity(action, index[:20], None, "index is not a number"))
+            else:
+                numbered.append((number, index, entity))
+        for _, index, entity in sorted(numbered, key=lambda item: item[0]):
+            if not isinstance(entity, dict):
+                skipped.append(SkippedEntity(action, index, None, "not an entity"))
                 continue
-            for index, entity in enumerate(_items(contacts[action], f"contacts[{action}]")):
-                # Companies are filed under contacts[...] too; only `type` tells them apart.
-                # Deletes may omit the type: then it is a contact (we subscribe to contacts).
-                if str(entity.get("type", "contact")).strip().lower() != "contact":
-                    ignored += 1
-                    continue
+            # Companies are filed under contacts[...] too; only `type` tells them apart.
+            # Deletes may omit the type: then it is a contact (we subscribe to contacts).
+            if str(entity.get("type", "contact")).strip().lower() != "contact":
+                ignored += 1
+                continue
+            try:
                 events.append(_event(action, entity, f"contacts[{action}][{index}]"))
-    return ParsedWebhook(account_id=account_id, subdomain=subdomain, events=events, ignored=ignored)
+            except WebhookParseError as exc:
+                contact_id = parse_id(entity.get("id"))
+                skipped.append(SkippedEntity(action, index, contact_id, str(exc)))
+    return ParsedWebhook(
+        account_id=account_id,
+        subdomain=subdomain,
+        events=events,
+        ignored=ignored,
+        skipped=skipped,
+    )

@@ -136,26 +136,74 @@ def test_legacy_enum_codes_are_kept_as_codes() -> None:
         "",
         "hello",
         '{"json": true}',
-        "contacts[add][0][id]=abc",
-        "contacts[add][0][id]=",
-        "contacts[add][x][id]=1",
-        "contacts[add]=1",
-        "contacts[add][0][id]=1&contacts[add][0][id][x]=2",
-        "contacts[add][0[id]=1",
-        "contacts[explode][0][id]=1",
+        "contacts[add][0][id]=1",  # no account block
+        "account[subdomain]=acme&contacts[add][0][id]=1",  # no account id
+        "account[id]=%C2%B2&contacts[add][0][id]=1",
+        "account=1&contacts[add][0][id]=1",
+        "account[id]=1",  # no contacts entities
         "account[id]=1&contacts=2",
-        "contacts[add][0][id]=1&contacts[add][0][updated_at]=yesterday",
-        b"contacts[add][0][name]=\xff\xfe",
+        "account[id]=1&leads[add][0][id]=1",
+        "account[id]=1&contacts[add][0][id]=1&contacts[add][0][id][x]=2",  # not a bracket form
+        "account[id]=1&contacts[add][0[id]=1",
+        b"account[id]=1&contacts[add][0][name]=\xff\xfe",
     ],
 )
-def test_malformed_bodies_are_refused(body: str | bytes) -> None:
+def test_bodies_that_are_not_an_amocrm_contacts_webhook_are_refused(body: str | bytes) -> None:
     with pytest.raises(WebhookParseError):
         parse_webhook(body)
 
 
-def test_account_block_only_is_an_empty_webhook() -> None:
-    parsed = parse_webhook(urlencode(ACCOUNT))
+def test_malformed_entities_are_skipped_and_the_rest_is_read() -> None:
+    pairs = [*ACCOUNT, *entity("contacts[add][0]", 1, name="Good", emails=[("g@x.ru", "1")])]
+    pairs += [
+        ("contacts[add][1][id]", "abc"),
+        ("contacts[add][2][id]", ""),
+        ("contacts[add][3][id]", "7"),
+        ("contacts[add][3][updated_at]", "yesterday"),
+        ("contacts[add][4][id]", "8"),
+        ("contacts[add][4][custom_fields]", "oops"),
+        ("contacts[add][x][id]", "9"),
+        ("contacts[add][5]", "not-an-entity"),
+        ("contacts[update]", "1"),
+        ("contacts[explode][0][id]", "1"),  # an action we do not handle: ignored
+        ("contacts[note][0][id]", "2"),
+        ("contacts[delete][0][id]", "3"),
+    ]
+    parsed = parse_webhook(urlencode(pairs))
+    assert [(e.action, e.contact_id) for e in parsed.events] == [("add", 1), ("delete", 3)]
+    assert parsed.ignored == 2
+    reasons = {(s.action, s.index, s.contact_id) for s in parsed.skipped}
+    assert reasons == {
+        ("add", "1", None),
+        ("add", "2", None),
+        ("add", "3", 7),
+        ("add", "4", 8),
+        ("add", "x", None),
+        ("add", "5", None),
+        ("update", "", None),
+    }
+    # Reasons name the field, never its value (which may be personal data).
+    assert all("yesterday" not in s.reason and "oops" not in s.reason for s in parsed.skipped)
+
+
+def test_field_sizes_are_capped_so_one_event_always_fits_a_job() -> None:
+    long_local = "x" * 250 + "@x.ru"
+    emails = [(long_local, "1")] + [(f"e{i}@x.ru", "1") for i in range(200)]
+    pairs = [*ACCOUNT, *entity("contacts[add][0]", 1, name="N" * 5000, emails=emails)]
+    event = parse_webhook(urlencode(pairs)).events[0]
+    assert len(event.name) == 255
+    assert event.emails is not None and len(event.emails) == 50
+    assert all(len(v.value) <= 254 for v in event.emails)
+    assert len(event.model_dump_json()) < 24_000
+
+
+def test_an_event_too_large_for_a_job_is_skipped_not_queued() -> None:
+    # Control characters cost six bytes each in JSON: 50 such values would pass the caps.
+    value = "\x01" * 240 + "@x.ru"
+    pairs = [*ACCOUNT, *entity("contacts[add][0]", 1, name="N", emails=[(value, "1")] * 50)]
+    parsed = parse_webhook(urlencode(pairs))
     assert parsed.events == []
+    assert [s.contact_id for s in parsed.skipped] == [1]
 
 
 def test_parse_form_builds_nested_groups_and_appends_empty_brackets() -> None:
