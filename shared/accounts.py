@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.amocrm import errors as amo_errors
 from shared.db import Database, Row
 from shared.errors import BadRequest, NotFound
 
@@ -167,3 +168,43 @@ def mark_account_status(
             extra={"account_id": account_id, "status": status, "reason": (reason or "")[:200]},
         )
     return changed
+
+
+def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> bool:
+    """Stop the account if amoCRM refused it for good; True if `exc` was such a refusal.
+
+    403 (`AccountBlocked`) → `blocked`; a 401 that survived a refresh (`Unauthorized`) or a
+    rejected grant (`OAuthRejected`) → `reauth_required`. Neither heals by retrying (reference
+    §1.5, §5: "never retry it in a loop; stop and alert"), and reconciles, refreshes and sync runs
+    skip accounts that are not active, so this is what ends the loop. A new OAuth install sets the
+    account active again. Anything else (transient, 402, 400) returns False and changes nothing.
+    """
+    if isinstance(exc, amo_errors.AccountBlocked):
+        status: AccountStatus = "blocked"
+        allowed_from: tuple[AccountStatus, ...] = ("active",)
+        event = "account_blocked"
+        reason = f"amoCRM blocked the account (403): {exc}"
+    elif isinstance(exc, amo_errors.OAuthRejected):
+        status, event = "reauth_required", "account_reauth_required"
+        allowed_from = ("active", "blocked")
+        reason = f"token refresh rejected: {exc.hint or exc}"
+    elif isinstance(exc, amo_errors.Unauthorized):
+        status, event = "reauth_required", "account_reauth_required"
+        allowed_from = ("active", "blocked")
+        reason = f"amoCRM refused the account's tokens (401): {exc}"
+    else:
+        return False
+    if mark_account_status(db, account_id, status, reason, only_if=allowed_from):
+        # The alert operators watch for: one line when the account stops, none on repeats.
+        log.error(
+            "amoCRM refused the account; it is stopped until re-authorized",
+            extra={
+                "event": event,
+                "account_id": account_id,
+                "status": status,
+                "reason": reason[:300],
+                "amocrm_status": getattr(exc, "status", None),
+                "amocrm_request_id": getattr(exc, "request_id", None),
+            },
+        )
+    return True

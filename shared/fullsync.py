@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from shared.accounts import AccountRow, get_account
+from shared.accounts import AccountRow, get_account, record_amocrm_failure
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
 from shared.amocrm.models import Contact
@@ -256,7 +256,9 @@ def execute_run(db: Database, job: FullSyncJob, *, touch: Callable[[], None] | N
         delay = getattr(exc, "retry_after", None)
         raise RetryJob(f"amoCRM: {type(exc).__name__}: {exc}", delay=delay) from exc
     except amo_errors.AmoCrmError as exc:
-        # 401 after a refresh, 402, 403 (blocked), 400: repeating the run cannot help.
+        # 401 after a refresh, 402, 403 (blocked), 400: repeating the run cannot help. 403 and
+        # 401 stop the account too, or every reconcile would queue a run that meets them again.
+        record_amocrm_failure(db, account.id, exc)
         _finish(db, job.run_id, FAILED, f"amoCRM refused: {type(exc).__name__}: {exc}")
         return
     except uni_errors.Transient as exc:

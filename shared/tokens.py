@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 
-from shared.accounts import AccountRow, get_account, mark_account_status
+from shared.accounts import AccountRow, get_account, record_amocrm_failure
 from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import OAuthRejected, OAuthTransient, Unauthorized
 from shared.amocrm.models import TokenPair
@@ -152,13 +152,7 @@ def refresh_under_lock(
             pair = oauth.refresh(account.host, current.refresh_token)
         except OAuthRejected as exc:
             # Terminal for this account only; its data stays, an admin re-authorizes it.
-            mark_account_status(
-                db,
-                account.id,
-                "reauth_required",
-                f"token refresh rejected: {exc.hint or exc}",
-                only_if=("active", "blocked"),
-            )
+            record_amocrm_failure(db, account.id, exc)
             raise
         # The old refresh token is spent now: store the new pair before anything else can fail.
         if not save_rotated_pair(db, account.id, pair, generation=current.generation):
@@ -294,11 +288,9 @@ def _refresh_one(
     try:
         stored = refresh_under_lock(db, oauth, account, still_needed=still_needed)
     except OAuthRejected as exc:
-        log.error(
-            "token refresh rejected; account needs re-authorization",
-            extra={"account_id": account_id, "status": exc.status, "hint": exc.hint},
-        )
-        return  # terminal: no retry, the account is marked reauth_required
+        # Terminal: no retry; refresh_under_lock marked the account and raised the alert.
+        log.info("refresh rejected", extra={"account_id": account_id, "http_status": exc.status})
+        return
     except OAuthTransient as exc:
         # A 429 says how long to wait; otherwise the consumer's backoff decides.
         raise RetryJob(f"account {account_id}: {exc}", delay=exc.retry_after) from exc

@@ -16,7 +16,7 @@ from sandbox.amocrm import create_app as create_amo
 from sandbox.amocrm.state import World
 from sandbox.unisender import SandboxConfig as UniConfig
 from sandbox.unisender import create_app as create_uni
-from shared.accounts import mark_account_status
+from shared.accounts import get_account, mark_account_status
 from shared.db import Database, get_database
 from shared.jobs import FullSyncJob
 from shared.oauth_flow import complete_authorization
@@ -327,3 +327,90 @@ def test_one_active_run_per_account_and_inactive_accounts_are_skipped(env: Sandb
     assert run is not None and run["status"] == "skipped"
     assert fullsync.enqueue_reconciles(mode="full") >= 0
     assert fullsync.latest_sync_run(db, acc.account_id)["id"] == third.run_id  # type: ignore[index]
+
+
+def _reconcile_runs(account_id: int) -> list[int]:
+    rows = get_database().fetch_all(
+        "SELECT id FROM sync_runs WHERE account_id = %s AND requested_by = 'scheduler'",
+        (account_id,),
+    )
+    return [int(r["id"]) for r in rows]
+
+
+def test_blocked_account_fails_one_run_then_no_more_runs_until_reauthorized(
+    env: Sandboxes, caplog: pytest.LogCaptureFixture
+) -> None:
+    import requests
+
+    acc = connect(env, contacts=2)
+    db = get_database()
+    blocked = requests.patch(
+        f"{env.amo_url}/_sandbox/accounts/{acc.account_id}", json={"blocked": True}, timeout=5
+    )
+    assert blocked.status_code == 200
+    fullsync.enqueue_reconciles(mode="full")
+    (run_id,) = _reconcile_runs(acc.account_id)
+    job = _take_job(run_id)
+    with caplog.at_level("ERROR", logger="shared.accounts"):
+        fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
+    run = fullsync.get_sync_run(db, run_id)
+    assert run is not None and run["status"] == "failed" and "AccountBlocked" in run["error"]
+    account = get_account(db, acc.account_id)
+    assert account is not None and account.status == "blocked"
+    assert "403" in (account.status_reason or "")
+    alerts = [r for r in caplog.records if getattr(r, "event", None) == "account_blocked"]
+    assert len(alerts) == 1 and alerts[0].levelname == "ERROR"
+
+    # Reference §5: never retry a 403 in a loop. Later reconciles leave the account alone.
+    env.world.request_log.clear()
+    for _ in range(3):
+        fullsync.enqueue_reconciles(mode="incremental")
+        fullsync.enqueue_reconciles(mode="full")
+    assert _reconcile_runs(acc.account_id) == [run_id]
+    assert [e for e in env.world.request_log if e["account_id"] == acc.account_id] == []
+
+    # amoCRM lifts the block; installing the integration again makes the account active.
+    requests.patch(
+        f"{env.amo_url}/_sandbox/accounts/{acc.account_id}", json={"blocked": False}, timeout=5
+    )
+    sandbox_account = env.world.account(acc.account_id)
+    complete_authorization(
+        db,
+        get_settings(),
+        code=env.world.issue_code(sandbox_account),
+        referer=sandbox_account.host,
+        state=None,
+        from_widget=True,
+        client_id=None,
+    )
+    account = get_account(db, acc.account_id)
+    assert account is not None and (account.status, account.status_reason) == ("active", None)
+    fullsync.enqueue_reconciles(mode="full")
+    runs = _reconcile_runs(acc.account_id)
+    assert len(runs) == 2
+    fullsync.handle_sync_batch([Delivery(job_id=2, job=_take_job(runs[-1]), attempts=1)])
+    assert fullsync.get_sync_run(db, runs[-1])["status"] == "done"  # type: ignore[index]
+
+
+def test_401_that_survives_a_refresh_marks_the_account_reauth_required(
+    env: Sandboxes,
+) -> None:
+    import requests
+
+    acc = connect(env, contacts=1)
+    db = get_database()
+    # Both the first call and its retry after a successful refresh are refused.
+    requests.post(
+        f"{env.amo_url}/_sandbox/faults",
+        json={"status": 401, "count": 2, "path_prefix": "/api/v4/contacts"},
+        timeout=5,
+    )
+    try:
+        run = run_sync(acc.account_id)
+    finally:
+        requests.delete(f"{env.amo_url}/_sandbox/faults", timeout=5)
+    assert run["status"] == "failed" and "Unauthorized" in run["error"]
+    account = get_account(db, acc.account_id)
+    assert account is not None and account.status == "reauth_required"
+    assert fullsync.enqueue_reconciles(mode="full") >= 0
+    assert _reconcile_runs(acc.account_id) == []

@@ -336,3 +336,32 @@ def test_rate_limited_token_endpoint_retries_later_and_keeps_account_active(
     handle_refresh_batch([delivery(account_id)])
     stored = load_tokens(db, account_id)
     assert stored is not None and stored.generation == 2
+
+
+def test_record_amocrm_failure_stops_the_account_only_for_terminal_refusals(
+    amo: AmoSandbox, db: Database
+) -> None:
+    from shared.accounts import record_amocrm_failure
+    from shared.amocrm import errors as amo_errors
+
+    account_id = install(amo)
+    for harmless in (
+        amo_errors.Transient("502"),
+        amo_errors.RateLimited("429", retry_after=5),
+        amo_errors.OAuthTransient("429", retry_after=5),
+        amo_errors.PaymentRequired("402"),
+        ValueError("not amoCRM"),
+    ):
+        assert record_amocrm_failure(db, account_id, harmless) is False
+    assert get_account(db, account_id).status == "active"  # type: ignore[union-attr]
+    assert record_amocrm_failure(db, account_id, amo_errors.AccountBlocked("403", status=403))
+    assert get_account(db, account_id).status == "blocked"  # type: ignore[union-attr]
+    rejected = amo_errors.OAuthRejected("401", hint="Token has been revoked", status=401)
+    assert record_amocrm_failure(db, account_id, rejected)
+    after = get_account(db, account_id)
+    assert after is not None and after.status == "reauth_required"
+    assert "revoked" in (after.status_reason or "")
+    # A disabled account (its tokens deleted by amoCRM's hook) stays disabled.
+    db.execute("UPDATE accounts SET status = 'disabled' WHERE id = %s", (account_id,))
+    assert record_amocrm_failure(db, account_id, amo_errors.Unauthorized("401", status=401))
+    assert get_account(db, account_id).status == "disabled"  # type: ignore[union-attr]
