@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, ops, security, sync, widget
+from cli import accounts, demo, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -19,3 +19,4 @@ accounts.register(app)
 sync.register(app)
 widget.register(app)
 security.register(app)
+demo.register(app)

@@ -20,23 +20,19 @@ with `from_widget` and no state; the local name is then derived from the subdoma
 be None). Both return `InstalledAccount(account_id, name, host)`. `env` is the test environment
 (the `isolated_env` fixture, i.e. `base_env`): the DB checks read MySQL through `shared.db`.
 Each call creates a new sandbox account, so tests never share one by accident.
+
+The steps themselves live in `sandbox.flows` (also used by `amosync demo`); this module binds
+them to a test stack and adds the database checks.
 """
 
 from __future__ import annotations
 
-import html
-import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
-
-import requests
 
 from cli.devstack import Stack
-
-_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+from sandbox import flows
 
 
 @dataclass(frozen=True)
@@ -54,49 +50,27 @@ def amocrm_sandbox_url(stack: Stack) -> str:
 
 def amo_control(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
     """Call the amoCRM sandbox control API (`/_sandbox{path}`) and return its JSON."""
-    resp = requests.request(
-        method, f"{amocrm_sandbox_url(stack)}/_sandbox{path}", timeout=30, **kwargs
-    )
-    assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text[:500]}"
-    return resp.json()
+    return flows.amo_control(amocrm_sandbox_url(stack), method, path, **kwargs)
 
 
 def create_sandbox_account(stack: Stack, subdomain: str | None = None) -> dict[str, Any]:
-    spec = {"subdomain": subdomain or f"acct{secrets.token_hex(5)}"}
-    account: dict[str, Any] = amo_control(stack, "POST", "/accounts", json=spec)
-    return account
+    return flows.create_sandbox_account(amocrm_sandbox_url(stack), subdomain)
 
 
 def start_auth(stack: Stack, env: Mapping[str, str], name: str, **headers: str) -> str:
     """`GET /auth?name=` through the gateway; returns the consent URL it redirects to."""
-    resp = requests.get(
-        f"{stack.gateway_url}/auth",
-        params={"name": name},
+    return flows.start_auth(
+        stack.gateway_url,
+        name,
+        auth_url=env["AMOCRM_AUTH_URL"],
+        client_id=env["AMOCRM_CLIENT_ID"],
         headers=headers,
-        allow_redirects=False,
-        timeout=10,
     )
-    assert resp.status_code == 302, f"/auth?name={name}: {resp.status_code} {resp.text[:300]}"
-    location = resp.headers["Location"]
-    assert location.startswith(env["AMOCRM_AUTH_URL"]), location
-    assert parse_qs(urlsplit(location).query)["client_id"] == [env["AMOCRM_CLIENT_ID"]]
-    return location
 
 
 def approve(stack: Stack, consent_url: str, account_id: int, *, decision: str = "approve") -> str:
     """Submit the sandbox consent form; returns the redirect URL back to amosync."""
-    page = requests.get(consent_url, timeout=10)
-    assert page.status_code == 200, page.text[:300]
-    form = {name: html.unescape(value) for name, value in _HIDDEN.findall(page.text)}
-    form.update({"decision": decision, "account_id": str(account_id)})
-    resp = requests.post(
-        f"{amocrm_sandbox_url(stack)}/oauth/decision",
-        data=form,
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert resp.status_code == 302, resp.text[:300]
-    return str(resp.headers["Location"])
+    return flows.approve(amocrm_sandbox_url(stack), consent_url, account_id, decision=decision)
 
 
 def stored_account(account_id: int) -> dict[str, Any] | None:
@@ -122,15 +96,13 @@ def install_account(
     account_id, host = int(created["id"]), str(created["host"])
     if via == "widget":
         assert name is None, "widget installs carry no name; it is derived from the subdomain"
-        sent = amo_control(stack, "POST", f"/accounts/{account_id}/install_widget")
-        assert sent.get("status") == 200, sent
+        flows.install_widget(amocrm_sandbox_url(stack), account_id)
     else:
         local_name = name or str(created["subdomain"])
         back = approve(stack, start_auth(stack, env, local_name), account_id)
-        assert back.startswith(env["AMOCRM_REDIRECT_URI"]), back
-        resp = requests.get(back, timeout=15, headers={"Accept": "text/html"})
-        assert resp.status_code == 200, f"install of {local_name}: {resp.text[:500]}"
-        assert html.escape(local_name) in resp.text and str(account_id) in resp.text
+        flows.complete_auth(
+            back, redirect_uri=env["AMOCRM_REDIRECT_URI"], name=local_name, account_id=account_id
+        )
     row = stored_account(account_id)
     assert row is not None, f"account {account_id} was not stored"
     assert row["status"] == "active" and row["host"] == host and row["generation"] is not None
