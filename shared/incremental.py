@@ -3,16 +3,20 @@
 A batch (up to WORKER_TYPES["contact-events"].batch_size jobs, or a short linger) is grouped by
 account; per contact only the newest event counts; the account's states go through
 `shared.sync.apply_contact_states` in one diff, so a burst of N events costs about N/500
-importContacts calls. Each account's jobs succeed, retry or bury together and independently of
-the other accounts in the batch.
+importContacts calls. Each account's jobs succeed or retry together and independently of the
+other accounts in the batch; when they fail together for a reason that is not the account's
+(bad data in one event), they are applied again one by one so only the bad job is buried.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import pymysql
 
 from shared.accounts import AccountRow, get_account
 from shared.amocrm import errors as amo_errors
@@ -28,6 +32,27 @@ from shared.unisender_link import get_unisender_link, unisender_client_for
 
 log = logging.getLogger(__name__)
 
+# Reserved jobs are touched at most this often while an account's events are applied, so a
+# burst of per-address excludes never outlives the job's TTR.
+TOUCH_INTERVAL_SECONDS = 5.0
+
+
+class AccountGone(PoisonJob):
+    """The account no longer exists here: every job of it would fail the same way."""
+
+
+# Failures that are the account's, not one event's: retrying jobs one by one cannot help.
+_ACCOUNT_WIDE = (
+    AccountGone,
+    uni_errors.InvalidApiKey,
+    uni_errors.AccessDenied,
+    uni_errors.NotEnoughMoney,
+    amo_errors.Unauthorized,
+    amo_errors.OAuthRejected,
+    amo_errors.AccountBlocked,
+    amo_errors.PaymentRequired,
+)
+
 
 @dataclass(frozen=True)
 class _Timed:
@@ -42,25 +67,63 @@ def handle_event_batch(batch: list[Delivery[ContactEventsJob]]) -> None:
     for delivery in batch:
         by_account.setdefault(delivery.job.account_id, []).append(delivery)
     for account_id, deliveries in by_account.items():
-        try:
-            apply_account_events(db, account_id, [d.job for d in deliveries])
-        except Exception as exc:  # one account's trouble never settles another's jobs
-            decision = classify_failure(exc)
-            for delivery in deliveries:
-                if isinstance(decision, PoisonJob):
-                    delivery.bury(decision.reason)
-                else:
-                    delivery.retry(decision.reason, delay=decision.delay)
+        settle_account_jobs(db, account_id, deliveries)
+
+
+class _Toucher:
+    """Extends the TTR of every reserved job of an account while its events are applied."""
+
+    def __init__(self, deliveries: Sequence[Delivery[ContactEventsJob]]) -> None:
+        self.deliveries = deliveries
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < TOUCH_INTERVAL_SECONDS:
+            return
+        self.last = time.monotonic()
+        for delivery in self.deliveries:
+            try:
+                delivery.touch()
+            except Exception:  # a lost touch only risks a duplicate delivery (idempotent)
+                log.warning("could not touch job", extra={"job_id": delivery.job_id})
+
+
+def settle_account_jobs(
+    db: Database, account_id: int, deliveries: Sequence[Delivery[ContactEventsJob]]
+) -> None:
+    """Apply one account's jobs together; one by one when that fails for one job's data."""
+    try:
+        apply_account_events(
+            db, account_id, [d.job for d in deliveries], keep_alive=_Toucher(deliveries)
+        )
+        return
+    except Exception as exc:  # one account's trouble never settles another's jobs
+        decision = classify_failure(exc)
+        one_job_at_fault = not isinstance(exc, _ACCOUNT_WIDE)
+        if isinstance(decision, PoisonJob) and len(deliveries) > 1 and one_job_at_fault:
             log.warning(
-                "account events not applied",
-                extra={
-                    "account_id": account_id,
-                    "jobs": len(deliveries),
-                    "outcome": "bury" if isinstance(decision, PoisonJob) else "retry",
-                    "reason": decision.reason[:300],
-                },
-                exc_info=not isinstance(exc, RetryJob | PoisonJob | uni_errors.Transient),
+                "account events failed together: applying them one by one",
+                extra={"account_id": account_id, "jobs": len(deliveries)},
             )
+            for delivery in deliveries:
+                settle_account_jobs(db, account_id, [delivery])
+            return
+        for delivery in deliveries:
+            if isinstance(decision, PoisonJob):
+                delivery.bury(decision.reason)
+            else:
+                delivery.retry(decision.reason, delay=decision.delay)
+        log.warning(
+            "account events not applied",
+            extra={
+                "account_id": account_id,
+                "jobs": len(deliveries),
+                "job_ids": [d.job_id for d in deliveries][:20],
+                "outcome": "bury" if isinstance(decision, PoisonJob) else "retry",
+                "reason": decision.reason[:300],
+            },
+            exc_info=not isinstance(exc, RetryJob | PoisonJob | uni_errors.Transient),
+        )
 
 
 def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
@@ -85,6 +148,10 @@ def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
         return PoisonJob(f"amoCRM refused: {type(exc).__name__}: {exc}")
     if isinstance(exc, DatabaseUnavailable):
         return RetryJob("database unavailable")
+    if isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError):
+        # The event's data does not fit the schema (an id past BIGINT, ...): it never will.
+        # Only the error code: MySQL's message may quote the value (personal data).
+        return PoisonJob(f"database refused the event's data: {type(exc).__name__} {exc.args[0]}")
     return RetryJob(f"{type(exc).__name__}: {exc}")
 
 
@@ -102,12 +169,16 @@ def newest_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:
 
 
 def apply_account_events(
-    db: Database, account_id: int, jobs: Sequence[ContactEventsJob]
+    db: Database,
+    account_id: int,
+    jobs: Sequence[ContactEventsJob],
+    *,
+    keep_alive: Callable[[], None] | None = None,
 ) -> ApplyResult | None:
     """Apply one account's events; None when they were deliberately dropped."""
     account = get_account(db, account_id)
     if account is None:
-        raise PoisonJob(f"no account {account_id}")
+        raise AccountGone(f"no account {account_id}")
     total = sum(len(job.events) for job in jobs)
     if account.status == "disabled":
         # The integration was uninstalled in amoCRM: its owner asked us to stop syncing.
@@ -125,7 +196,12 @@ def apply_account_events(
     states = _states(db, account, timed)
     with unisender_client_for(link) as unisender:
         result = apply_contact_states(
-            db, unisender, account_id=account_id, list_id=link.list_id, states=states
+            db,
+            unisender,
+            account_id=account_id,
+            list_id=link.list_id,
+            states=states,
+            keep_alive=keep_alive,
         )
     record_event_minute(db, account_id, total)
     return result

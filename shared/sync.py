@@ -10,7 +10,7 @@ plan again (imports are upserts and excludes are idempotent).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,7 @@ def apply_contact_states(
     run_id: int | None = None,
     force_import: bool = False,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+    keep_alive: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Bring the account's list in line with these contact states (see the module docstring).
 
@@ -115,6 +116,7 @@ def apply_contact_states(
             states=newest_states(states),
             run_id=run_id,
             force_import=force_import,
+            keep_alive=keep_alive or (lambda: None),
         )
 
 
@@ -127,6 +129,7 @@ def _apply(
     states: list[ContactState],
     run_id: int | None,
     force_import: bool,
+    keep_alive: Callable[[], None],
 ) -> ApplyResult:
     result = ApplyResult()
     if not states:
@@ -202,10 +205,12 @@ def _apply(
         imported = client.import_contacts(to_import, list_id=list_id)
         result.import_calls = imported.calls
         failed = {e.email: (e.code, e.message) for e in imported.row_errors}
+    keep_alive()
     excluded = 0
     for email in to_exclude:
         if client.exclude(email, [list_id]):
             excluded += 1
+        keep_alive()
 
     result.rows_imported = len(to_import) - len(failed)
     result.row_errors = len(failed)

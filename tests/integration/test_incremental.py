@@ -137,3 +137,68 @@ def test_restricted_email_types_map_webhook_enum_ids(linked: Tenant, db: Databas
     handle_event_batch(batch := deliveries(linked.account_id, [ev]))
     assert batch[0].outcome is None
     assert linked.in_list() == {"w@x.ru"}
+
+
+def test_one_poison_job_is_buried_alone_and_its_batch_mates_are_applied(
+    linked: Tenant, db: Database
+) -> None:
+    # An id past BIGINT (as queued before the intake bounded ids): MySQL refuses to store it.
+    poison = ContactEvent.model_construct(
+        action="add",
+        contact_id=2**64,
+        name="Too Big",
+        updated_at=100,
+        emails=[EmailValue(value="too.big@x.ru", enum_id=1)],
+    )
+    batch = deliveries(
+        linked.account_id,
+        [event("add", 1, "before@x.ru")],
+        [poison],
+        [event("add", 2, "after@x.ru")],
+    )
+    handle_event_batch(batch)
+    assert [d.outcome for d in batch] == [None, "bury", None]
+    assert "database refused" in batch[1].reason
+    assert {"before@x.ru", "after@x.ru"} <= linked.in_list()
+    stored = db.fetch_all(
+        "SELECT contact_id FROM contacts WHERE account_id = %s ORDER BY contact_id",
+        (linked.account_id,),
+    )
+    assert [int(r["contact_id"]) for r in stored] == [1, 2]
+
+
+def test_an_account_wide_refusal_buries_the_jobs_without_one_by_one_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shared.incremental as incremental
+    from shared.unisender.errors import InvalidApiKey
+
+    calls: list[int] = []
+
+    def refuse(db: object, account_id: int, jobs: list[object], **_: object) -> None:
+        calls.append(len(jobs))
+        raise InvalidApiKey("Invalid API key", code="invalid_api_key", method="importContacts")
+
+    monkeypatch.setattr(incremental, "apply_account_events", refuse)
+    batch = deliveries(5, *([event("add", n, f"{n}@x.ru")] for n in range(1, 4)))
+    handle_event_batch(batch)
+    assert [d.outcome for d in batch] == ["bury"] * 3
+    assert calls == [3]
+
+
+def test_long_applies_touch_the_reserved_jobs(
+    linked: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.incremental as incremental
+
+    monkeypatch.setattr(incremental, "TOUCH_INTERVAL_SECONDS", 0.0)
+    handle_event_batch(
+        deliveries(linked.account_id, [event("add", n, f"t{n}@x.ru") for n in range(1, 6)])
+    )
+    touched: list[int] = []
+    batch = deliveries(linked.account_id, [event("delete", n, at=200) for n in range(1, 6)])
+    for d in batch:
+        monkeypatch.setattr(d, "touch", lambda d=d: touched.append(d.job_id))
+    handle_event_batch(batch)
+    assert batch[0].outcome is None and linked.in_list() == set()
+    assert len(touched) >= 5  # one per exclude at least, each a Unisender call
