@@ -123,3 +123,42 @@ def test_app_services_wait_for_migrations_and_healthy_dependencies(services: dic
         assert deps["mysql"]["condition"] == "service_healthy"
         assert deps["beanstalkd"]["condition"] == "service_healthy"
         assert deps["migrate"]["condition"] == "service_completed_successfully"
+
+
+APP_SERVICES = ("migrate", *FUNCTIONS, "scheduler", *(f"worker-{t}" for t in WORKER_TYPES))
+# Where the services are is compose's business, not .env's.
+COMPOSE_FIXED = {"MYSQL_HOST", "MYSQL_PORT", "BEANSTALK_HOST", "BEANSTALK_PORT"}
+
+
+def _resolved_config(env: dict[str, str], *files: Path, cwd: Path) -> dict:  # type: ignore[type-arg]
+    tool = shutil.which("docker-compose")
+    assert tool
+    args = [tool]
+    for file in files:
+        args += ["-f", str(file)]
+    result = subprocess.run(
+        [*args, "--profile", "sandbox", "config"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_every_setting_reaches_every_app_service(tmp_path: Path) -> None:
+    """A value set in the environment (.env) arrives in each app container as that setting."""
+    from shared.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    # Numbers, so that compose accepts them where it uses a value itself (the gateway's port).
+    sentinels = {name: str(20000 + i) for i, name in enumerate(sorted(names - COMPOSE_FIXED))}
+    config = _resolved_config({**_example_env(), **sentinels}, COMPOSE, cwd=tmp_path)
+    for service in APP_SERVICES:
+        environment = config["services"][service]["environment"]
+        missing = sorted(names - set(environment))
+        assert not missing, f"{service} does not get {missing}"
+        wrong = {n: environment[n] for n, v in sentinels.items() if environment[n] != v}
+        assert not wrong, f"{service} does not pass these on from .env: {wrong}"
