@@ -26,6 +26,7 @@ _EMAIL_SHAPE = re.compile(
     r"^[^@\s<>(),;:\"\[\]]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)+$"
 )
 MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 255  # contacts.name, list_members.name_sent
 
 # An unknown enum id triggers at most one custom-fields read per account in this window.
 ENUM_REFRESH_MIN_INTERVAL = timedelta(seconds=60)
@@ -52,6 +53,11 @@ def normalize_email(value: str | None) -> str | None:
     if not email or len(email) > MAX_EMAIL_LENGTH or not _EMAIL_SHAPE.match(email):
         return None
     return email
+
+
+def normalize_name(value: str | None) -> str:
+    """The contact's name as stored and sent to Unisender's Name field: trimmed, bounded."""
+    return (value or "").strip()[:MAX_NAME_LENGTH]
 
 
 def parse_email_types(raw: str | Iterable[str] | None) -> set[str] | None:

@@ -25,7 +25,7 @@ from shared.contacts import resolve_enum_codes, select_emails
 from shared.db import Database, DatabaseUnavailable, get_database
 from shared.jobs import ContactEvent, ContactEventsJob
 from shared.queue import Delivery, PoisonJob, RetryJob
-from shared.sync import ApplyResult, ContactState, apply_contact_states
+from shared.sync import ApplyResult, ContactState, apply_contact_states, newest_per_contact
 from shared.tokens import amocrm_client_for
 from shared.unisender import errors as uni_errors
 from shared.unisender_link import get_unisender_link, unisender_client_for
@@ -58,6 +58,14 @@ _ACCOUNT_WIDE = (
 class _Timed:
     event: ContactEvent
     at: int  # the event's updated_at, or when we received it for events that carry none
+
+    @property
+    def contact_id(self) -> int:
+        return self.event.contact_id
+
+    @property
+    def version(self) -> tuple[float, ...]:
+        return (self.at,)
 
 
 def handle_event_batch(batch: list[Delivery[ContactEventsJob]]) -> None:
@@ -155,17 +163,14 @@ def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
     return RetryJob(f"{type(exc).__name__}: {exc}")
 
 
-def newest_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:
-    """Per contact the newest event; on equal times the later one (queue order) wins."""
-    newest: dict[int, _Timed] = {}
-    for job in jobs:
-        for event in job.events:
-            # Deletes carry no timestamp: the deletion happened no later than we heard of it.
-            timed = _Timed(event, event.updated_at or int(job.received_at))
-            current = newest.get(event.contact_id)
-            if current is None or timed.at >= current.at:
-                newest[event.contact_id] = timed
-    return list(newest.values())
+def timed_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:
+    """Every event with the time it counts at, in queue order."""
+    # Deletes carry no timestamp: the deletion happened no later than we heard of it.
+    return [
+        _Timed(event, event.updated_at or int(job.received_at))
+        for job in jobs
+        for event in job.events
+    ]
 
 
 def apply_account_events(
@@ -192,7 +197,7 @@ def apply_account_events(
         return None
     # Other non-active states (reauth_required, blocked) still apply: webhook events carry the
     # data; only enum refreshes and restores need amoCRM, and those fail into a visible bury.
-    timed = newest_events(jobs)
+    timed = newest_per_contact(timed_events(jobs))
     states = _states(db, account, timed)
     with unisender_client_for(link) as unisender:
         result = apply_contact_states(

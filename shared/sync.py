@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from shared.db import Database
+from shared.contacts import normalize_name
+from shared.db import Database, Row
 from shared.queue import RetryJob
 from shared.unisender.client import UnisenderClient
 from shared.unisender.models import ImportRow
@@ -26,7 +27,7 @@ MEMBER = "member"
 FAILED = "failed"
 EXCLUDED = "excluded"
 
-_CHUNK = 500  # rows per IN (...) query
+IN_CHUNK = 500  # values per IN (...) query
 LOCK_TIMEOUT_SECONDS = 30.0
 
 
@@ -39,13 +40,24 @@ class AccountBusy(RetryJob):
 
 @dataclass(frozen=True)
 class ContactState:
-    """A contact as amoCRM has it now; `emails` already went through shared.contacts rules."""
+    """A contact as amoCRM has it now; `emails` already went through shared.contacts rules.
+
+    The name is normalized here, once (trimmed, at most 255 characters).
+    """
 
     contact_id: int
     name: str
     updated_at: int
     emails: list[str]
     deleted: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", normalize_name(self.name))
+
+    @property
+    def version(self) -> tuple[float, ...]:
+        """Ordering of two states of one contact: the greater is the newer."""
+        return (self.updated_at,)
 
 
 @dataclass
@@ -62,29 +74,90 @@ class ApplyResult:
     failed_emails: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class _Member:
+@dataclass(frozen=True)
+class StoredContact:
+    """What amoCRM last told us about a contact (`contacts` row)."""
+
+    name: str
+    updated_at: int
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class ListMember:
+    """What we last did in the list for one address (`list_members` row)."""
+
     state: str
     name_sent: str | None
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+@dataclass
+class Snapshot:
+    """Everything plan_changes needs from the database, read before any Unisender call."""
+
+    contacts: dict[int, StoredContact] = field(default_factory=dict)
+    emails: dict[int, list[str]] = field(default_factory=dict)  # of the batch's contacts
+    holders: dict[str, set[int]] = field(default_factory=dict)  # other contacts per address
+    members: dict[str, ListMember] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)  # of those other holders
+
+
+@dataclass
+class Plan:
+    """What to do in Unisender and to our two views for one batch of states."""
+
+    fresh: list[ContactState] = field(default_factory=list)
+    stale: int = 0
+    unchanged: int = 0
+    old_emails: dict[int, list[str]] = field(default_factory=dict)
+    new_emails: dict[int, list[str]] = field(default_factory=dict)
+    to_import: list[ImportRow] = field(default_factory=list)
+    to_exclude: list[str] = field(default_factory=list)
+    quiet_exclude: list[str] = field(default_factory=list)  # never reached the list
+
+
+class Versioned(Protocol):
+    """A contact's state or event that newest_per_contact can order."""
+
+    @property
+    def contact_id(self) -> int: ...
+
+    @property
+    def version(self) -> tuple[float, ...]: ...
+
+
+V = TypeVar("V", bound=Versioned)
+
+
+def newest_per_contact(items: Iterable[V]) -> list[V]:
+    """One item per contact: the greatest `version` wins; on a tie the later one."""
+    by_id: dict[int, V] = {}
+    for item in items:
+        current = by_id.get(item.contact_id)
+        if current is None or item.version >= current.version:
+            by_id[item.contact_id] = item
+    return list(by_id.values())
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _in(n: int) -> str:
+def placeholders(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-def newest_states(states: Iterable[ContactState]) -> list[ContactState]:
-    """One state per contact: the newest `updated_at` wins, a later one wins a tie."""
-    by_id: dict[int, ContactState] = {}
-    for state in states:
-        current = by_id.get(state.contact_id)
-        if current is None or state.updated_at >= current.updated_at:
-            by_id[state.contact_id] = state
-    return list(by_id.values())
+def fetch_in(
+    db: Database, select: str, column: str, account_id: int, values: Sequence[Any]
+) -> list[Row]:
+    """Rows of `select` for the account where `column` is one of `values`, in bounded IN-chunks."""
+    rows: list[Row] = []
+    for part in chunks(values):
+        # Only our own constant SQL and "%s" placeholders are interpolated; values are bound.
+        sql = f"{select} WHERE account_id = %s AND {column} IN ({placeholders(len(part))})"
+        rows.extend(db.fetch_all(sql, (account_id, *part)))
+    return rows
 
 
 def apply_contact_states(
@@ -95,196 +168,184 @@ def apply_contact_states(
     list_id: int,
     states: Iterable[ContactState],
     run_id: int | None = None,
-    force_import: bool = False,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
     keep_alive: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Bring the account's list in line with these contact states (see the module docstring).
 
-    `force_import` re-imports every wanted address even when list_members says it is there
-    (a full reconcile that distrusts our own bookkeeping). Raises AccountBusy when another
-    process holds the account's list lock, and Unisender errors as they come.
+    Raises AccountBusy when another process holds the account's list lock, and Unisender
+    errors as they come. `keep_alive` is called between Unisender calls (job TTR).
     """
     with db.named_lock(f"amosync:list:{account_id}", timeout=lock_timeout) as acquired:
         if not acquired:
             raise AccountBusy(account_id)
-        return _apply(
+        batch = newest_per_contact(states)
+        if not batch:
+            return ApplyResult()
+        plan = plan_changes(batch, read_snapshot(db, account_id, batch))
+        return _execute(
             db,
             client,
+            plan,
             account_id=account_id,
             list_id=list_id,
-            states=newest_states(states),
             run_id=run_id,
-            force_import=force_import,
+            batch_ids=[s.contact_id for s in batch],
             keep_alive=keep_alive or (lambda: None),
         )
 
 
-def _apply(
-    db: Database,
-    client: UnisenderClient,
-    *,
-    account_id: int,
-    list_id: int,
-    states: list[ContactState],
-    run_id: int | None,
-    force_import: bool,
-    keep_alive: Callable[[], None],
-) -> ApplyResult:
-    result = ApplyResult()
-    if not states:
-        return result
+def read_snapshot(db: Database, account_id: int, states: Sequence[ContactState]) -> Snapshot:
+    """Our two views of the account as far as these states can touch them."""
     ids = [s.contact_id for s in states]
-    stored = _stored_contacts(db, account_id, ids)
-    fresh: list[ContactState] = []
+    snapshot = Snapshot()
+    for row in fetch_in(
+        db,
+        "SELECT contact_id, name, amo_updated_at, is_deleted FROM contacts",
+        "contact_id",
+        account_id,
+        ids,
+    ):
+        snapshot.contacts[int(row["contact_id"])] = StoredContact(
+            name=str(row["name"]),
+            updated_at=int(row["amo_updated_at"]),
+            deleted=bool(row["is_deleted"]),
+        )
+    sql = "SELECT contact_id, email FROM contact_emails"
+    for row in fetch_in(db, sql, "contact_id", account_id, ids):
+        snapshot.emails.setdefault(int(row["contact_id"]), []).append(str(row["email"]))
+    candidates = sorted(
+        {e for es in snapshot.emails.values() for e in es} | {e for s in states for e in s.emails}
+    )
+    in_batch = set(ids)
+    snapshot.holders = {email: set() for email in candidates}
+    for row in fetch_in(db, sql, "email", account_id, candidates):
+        if int(row["contact_id"]) not in in_batch:
+            snapshot.holders[str(row["email"])].add(int(row["contact_id"]))
+    sql = "SELECT email, state, name_sent FROM list_members"
+    for row in fetch_in(db, sql, "email", account_id, candidates):
+        snapshot.members[str(row["email"])] = ListMember(str(row["state"]), row["name_sent"])
+    first_holders = sorted({min(h) for h in snapshot.holders.values() if h})
+    sql = "SELECT contact_id, name FROM contacts"
+    for row in fetch_in(db, sql, "contact_id", account_id, first_holders):
+        snapshot.names[int(row["contact_id"])] = str(row["name"])
+    return snapshot
+
+
+def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
+    """The diff of one batch (one state per contact) against our views; pure, no I/O."""
+    plan = Plan()
     for state in states:
-        known = stored.get(state.contact_id)
+        known = snapshot.contacts.get(state.contact_id)
         # An event older than what we hold must not overwrite newer state (webhooks arrive out
         # of order and amoCRM retries late).
-        if known is not None and state.updated_at < known["amo_updated_at"]:
-            result.stale += 1
-            continue
-        fresh.append(state)
-    if not fresh:
-        result.unchanged = result.stale
-        _mark_seen(db, account_id, ids, run_id)
-        return result
+        if known is not None and state.updated_at < known.updated_at:
+            plan.stale += 1
+        else:
+            plan.fresh.append(state)
+    plan.unchanged = plan.stale
+    if not plan.fresh:
+        return plan
 
-    fresh_ids = {s.contact_id for s in fresh}
-    old_emails = _stored_emails(db, account_id, list(fresh_ids))
-    new_emails = {s.contact_id: ([] if s.deleted else list(s.emails)) for s in fresh}
+    fresh_ids = {s.contact_id for s in plan.fresh}
+    plan.old_emails = {cid: es for cid, es in snapshot.emails.items() if cid in fresh_ids}
+    plan.new_emails = {s.contact_id: ([] if s.deleted else list(s.emails)) for s in plan.fresh}
     candidates = sorted(
-        {e for es in old_emails.values() for e in es}
-        | {e for es in new_emails.values() for e in es}
+        {e for es in plan.old_emails.values() for e in es}
+        | {e for es in plan.new_emails.values() for e in es}
     )
     # Who holds each candidate address after this batch: other contacts of the SAME account as
-    # stored, plus this batch's contacts as they are now.
-    holders = {email: set[int]() for email in candidates}
-    for contact_id, email in _holders(db, account_id, candidates):
-        if contact_id not in fresh_ids:
-            holders[email].add(contact_id)
+    # stored (stale states of this batch count with what we hold for them), plus this batch's
+    # fresh contacts as they are now.
+    holders = {email: set(snapshot.holders.get(email, ())) for email in candidates}
+    for cid, emails in snapshot.emails.items():
+        if cid not in fresh_ids:
+            for email in emails:
+                if email in holders:
+                    holders[email].add(cid)
     wanted_name: dict[str, str] = {}
-    for state in fresh:
-        for email in new_emails[state.contact_id]:
+    for state in plan.fresh:
+        for email in plan.new_emails[state.contact_id]:
             holders[email].add(state.contact_id)
-            wanted_name[email] = state.name.strip()[:255]
-    members = _members(db, account_id, candidates)
-    outside_names = _names(
-        db,
-        account_id,
-        sorted({next(iter(h)) for e, h in holders.items() if h and e not in wanted_name}),
-    )
+            wanted_name[email] = state.name
 
-    to_import: list[ImportRow] = []
-    to_exclude: list[str] = []
-    quiet_exclude: list[str] = []
     for email in candidates:
-        member = members.get(email)
+        member = snapshot.members.get(email)
         if holders[email]:
             name = wanted_name.get(email)
             if name is None:
                 # Still held only by a contact outside this batch: nothing of ours changed it.
                 if member is not None and member.state in (MEMBER, FAILED):
                     continue
-                name = outside_names.get(next(iter(holders[email])), "")
+                name = _holder_name(snapshot, min(holders[email]))
             if (
-                not force_import
-                and member is not None
+                member is not None
                 and member.state in (MEMBER, FAILED)
                 and (member.name_sent or "") == name
             ):
                 continue
-            to_import.append(ImportRow(email=email, name=name or None))
+            plan.to_import.append(ImportRow(email=email, name=name or None))
         elif member is None or member.state == MEMBER:
-            to_exclude.append(email)
+            plan.to_exclude.append(email)
         elif member.state == FAILED:
-            quiet_exclude.append(email)  # never reached the list: nothing to call
+            plan.quiet_exclude.append(email)
+
+    for state in plan.fresh:
+        known = snapshot.contacts.get(state.contact_id)
+        if (
+            known is not None
+            and set(plan.old_emails.get(state.contact_id, ()))
+            == set(plan.new_emails[state.contact_id])
+            and known.name == state.name
+            and known.deleted == state.deleted
+        ):
+            plan.unchanged += 1
+    return plan
+
+
+def _holder_name(snapshot: Snapshot, contact_id: int) -> str:
+    if contact_id in snapshot.names:
+        return snapshot.names[contact_id]
+    known = snapshot.contacts.get(contact_id)
+    return known.name if known is not None else ""
+
+
+def _execute(
+    db: Database,
+    client: UnisenderClient,
+    plan: Plan,
+    *,
+    account_id: int,
+    list_id: int,
+    run_id: int | None,
+    batch_ids: list[int],
+    keep_alive: Callable[[], None],
+) -> ApplyResult:
+    """Unisender first, then both views in one transaction (a failure leaves the old views)."""
+    result = ApplyResult(stale=plan.stale, unchanged=plan.unchanged)
+    if not plan.fresh:
+        _mark_seen(db, account_id, batch_ids, run_id)
+        return result
 
     failed: dict[str, tuple[str, str]] = {}
-    if to_import:
-        imported = client.import_contacts(to_import, list_id=list_id)
+    if plan.to_import:
+        imported = client.import_contacts(plan.to_import, list_id=list_id)
         result.import_calls = imported.calls
         failed = {e.email: (e.code, e.message) for e in imported.row_errors}
     keep_alive()
-    excluded = 0
-    for email in to_exclude:
+    for email in plan.to_exclude:
         if client.exclude(email, [list_id]):
-            excluded += 1
+            result.emails_excluded += 1
         keep_alive()
 
-    result.rows_imported = len(to_import) - len(failed)
+    result.rows_imported = len(plan.to_import) - len(failed)
     result.row_errors = len(failed)
     result.failed_emails = {email: code for email, (code, _) in failed.items()}
-    result.emails_excluded = excluded
-    result.contacts_applied = len(fresh)
-    result.unchanged = result.stale + sum(
-        1
-        for s in fresh
-        if s.contact_id in stored
-        and set(old_emails.get(s.contact_id, ())) == set(new_emails[s.contact_id])
-        and stored[s.contact_id]["name"] == s.name.strip()[:255]
-        and bool(stored[s.contact_id]["is_deleted"]) == s.deleted
-    )
-
-    with db.transaction() as cur:
-        cur.executemany(
-            "INSERT INTO contacts (account_id, contact_id, name, amo_updated_at, is_deleted, "
-            "seen_in_run) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-            "name = VALUES(name), amo_updated_at = VALUES(amo_updated_at), "
-            "is_deleted = VALUES(is_deleted), seen_in_run = COALESCE(VALUES(seen_in_run), "
-            "seen_in_run)",
-            [
-                (account_id, s.contact_id, s.name.strip()[:255], s.updated_at, s.deleted, run_id)
-                for s in fresh
-            ],
-        )
-        removed = [
-            (account_id, cid, email)
-            for cid, emails in old_emails.items()
-            for email in emails
-            if email not in new_emails.get(cid, [])
-        ]
-        if removed:
-            cur.executemany(
-                "DELETE FROM contact_emails WHERE account_id = %s AND contact_id = %s "
-                "AND email = %s",
-                removed,
-            )
-        added = [
-            (account_id, cid, email)
-            for cid, emails in new_emails.items()
-            for email in emails
-            if email not in old_emails.get(cid, [])
-        ]
-        if added:
-            cur.executemany(
-                "INSERT IGNORE INTO contact_emails (account_id, contact_id, email) "
-                "VALUES (%s, %s, %s)",
-                added,
-            )
-        member_rows: list[tuple[int, str, str, str | None, str | None, str | None]] = []
-        for row in to_import:
-            name_sent = row.name or ""
-            if row.email in failed:
-                code, message = failed[row.email]
-                member_rows.append(
-                    (account_id, row.email, FAILED, name_sent, code[:100], message[:1000])
-                )
-            else:
-                member_rows.append((account_id, row.email, MEMBER, name_sent, None, None))
-        for email in [*to_exclude, *quiet_exclude]:
-            member_rows.append((account_id, email, EXCLUDED, None, None, None))
-        if member_rows:
-            cur.executemany(
-                "INSERT INTO list_members (account_id, email, state, name_sent, error_code, "
-                "error_message) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                "state = VALUES(state), name_sent = VALUES(name_sent), "
-                "error_code = VALUES(error_code), error_message = VALUES(error_message)",
-                member_rows,
-            )
+    result.contacts_applied = len(plan.fresh)
+    _write_views(db, plan, account_id=account_id, run_id=run_id, failed=failed)
     if run_id is not None:
-        stale_ids = [s for s in ids if s not in fresh_ids]
-        _mark_seen(db, account_id, stale_ids, run_id)
+        fresh_ids = {s.contact_id for s in plan.fresh}
+        _mark_seen(db, account_id, [c for c in batch_ids if c not in fresh_ids], run_id)
     if failed:
         log.warning(
             "Unisender refused rows",
@@ -298,70 +359,88 @@ def _apply(
         "contact states applied",
         extra={
             "account_id": account_id,
-            "contacts": len(fresh),
+            "contacts": len(plan.fresh),
             "stale": result.stale,
             "imported": result.rows_imported,
-            "excluded": excluded,
+            "excluded": result.emails_excluded,
             "import_calls": result.import_calls,
         },
     )
     return result
 
 
-def _fetch_in(
-    db: Database, select: str, column: str, account_id: int, values: Sequence[Any]
-) -> list[dict[str, Any]]:
-    """Rows of `select` for the account where `column` is one of `values`, in IN-chunks."""
-    rows: list[dict[str, Any]] = []
-    for part in _chunks(values):
-        # Only our own constant SQL and "%s" placeholders are interpolated; values are bound.
-        sql = f"{select} WHERE account_id = %s AND {column} IN ({_in(len(part))})"
-        rows.extend(db.fetch_all(sql, (account_id, *part)))
-    return rows
-
-
-def _stored_contacts(db: Database, account_id: int, ids: list[int]) -> dict[int, dict[str, Any]]:
-    rows = _fetch_in(
-        db,
-        "SELECT contact_id, name, amo_updated_at, is_deleted FROM contacts",
-        "contact_id",
-        account_id,
-        ids,
-    )
-    return {int(row["contact_id"]): row for row in rows}
-
-
-def _stored_emails(db: Database, account_id: int, ids: list[int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    sql = "SELECT contact_id, email FROM contact_emails"
-    for row in _fetch_in(db, sql, "contact_id", account_id, ids):
-        out.setdefault(int(row["contact_id"]), []).append(str(row["email"]))
-    return out
-
-
-def _holders(db: Database, account_id: int, emails: list[str]) -> list[tuple[int, str]]:
-    sql = "SELECT contact_id, email FROM contact_emails"
-    rows = _fetch_in(db, sql, "email", account_id, emails)
-    return [(int(r["contact_id"]), str(r["email"])) for r in rows]
-
-
-def _members(db: Database, account_id: int, emails: list[str]) -> dict[str, _Member]:
-    sql = "SELECT email, state, name_sent FROM list_members"
-    rows = _fetch_in(db, sql, "email", account_id, emails)
-    return {str(r["email"]): _Member(str(r["state"]), r["name_sent"]) for r in rows}
-
-
-def _names(db: Database, account_id: int, ids: list[int]) -> dict[int, str]:
-    rows = _fetch_in(db, "SELECT contact_id, name FROM contacts", "contact_id", account_id, ids)
-    return {int(r["contact_id"]): str(r["name"]) for r in rows}
+def _write_views(
+    db: Database,
+    plan: Plan,
+    *,
+    account_id: int,
+    run_id: int | None,
+    failed: dict[str, tuple[str, str]],
+) -> None:
+    with db.transaction() as cur:
+        cur.executemany(
+            "INSERT INTO contacts (account_id, contact_id, name, amo_updated_at, is_deleted, "
+            "seen_in_run) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "name = VALUES(name), amo_updated_at = VALUES(amo_updated_at), "
+            "is_deleted = VALUES(is_deleted), seen_in_run = COALESCE(VALUES(seen_in_run), "
+            "seen_in_run)",
+            [
+                (account_id, s.contact_id, s.name, s.updated_at, s.deleted, run_id)
+                for s in plan.fresh
+            ],
+        )
+        removed = [
+            (account_id, cid, email)
+            for cid, emails in plan.old_emails.items()
+            for email in emails
+            if email not in plan.new_emails.get(cid, [])
+        ]
+        if removed:
+            cur.executemany(
+                "DELETE FROM contact_emails WHERE account_id = %s AND contact_id = %s "
+                "AND email = %s",
+                removed,
+            )
+        added = [
+            (account_id, cid, email)
+            for cid, emails in plan.new_emails.items()
+            for email in emails
+            if email not in plan.old_emails.get(cid, [])
+        ]
+        if added:
+            cur.executemany(
+                "INSERT IGNORE INTO contact_emails (account_id, contact_id, email) "
+                "VALUES (%s, %s, %s)",
+                added,
+            )
+        member_rows: list[tuple[int, str, str, str | None, str | None, str | None]] = []
+        for row in plan.to_import:
+            name_sent = row.name or ""
+            if row.email in failed:
+                code, message = failed[row.email]
+                member_rows.append(
+                    (account_id, row.email, FAILED, name_sent, code[:100], message[:1000])
+                )
+            else:
+                member_rows.append((account_id, row.email, MEMBER, name_sent, None, None))
+        for email in [*plan.to_exclude, *plan.quiet_exclude]:
+            member_rows.append((account_id, email, EXCLUDED, None, None, None))
+        if member_rows:
+            cur.executemany(
+                "INSERT INTO list_members (account_id, email, state, name_sent, error_code, "
+                "error_message) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                "state = VALUES(state), name_sent = VALUES(name_sent), "
+                "error_code = VALUES(error_code), error_message = VALUES(error_message)",
+                member_rows,
+            )
 
 
 def _mark_seen(db: Database, account_id: int, ids: list[int], run_id: int | None) -> None:
     if run_id is None or not ids:
         return
-    for part in _chunks(ids):
+    for part in chunks(ids):
         db.execute(
             "UPDATE contacts SET seen_in_run = %s "  # noqa: S608 - placeholders only
-            f"WHERE account_id = %s AND contact_id IN ({_in(len(part))})",
+            f"WHERE account_id = %s AND contact_id IN ({placeholders(len(part))})",
             (run_id, account_id, *part),
         )
