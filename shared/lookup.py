@@ -14,15 +14,12 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.models import Contact
 from shared.contacts import email_type, load_enum_codes, normalize_email, select_emails
 from shared.db import Database, Row
+from shared.sync import fetch_in
 from shared.unisender.client import UnisenderClient
 
 
 def _iso(value: Any) -> str | None:
     return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) else None
-
-
-def _in(n: int) -> str:
-    return ", ".join(["%s"] * n)
 
 
 def _member_json(row: Row) -> dict[str, Any]:
@@ -65,19 +62,18 @@ def _with_sync_state(
     ids = [c.id for c in contacts]
     stored: dict[int, Row] = {}
     held: dict[int, list[str]] = {}
-    if ids:
-        for row in db.fetch_all(
-            "SELECT contact_id, name, amo_updated_at, is_deleted, seen_in_run, updated_at "  # noqa: S608
-            f"FROM contacts WHERE account_id = %s AND contact_id IN ({_in(len(ids))})",
-            (account.id, *ids),
-        ):
-            stored[int(row["contact_id"])] = row
-        for row in db.fetch_all(
-            "SELECT contact_id, email FROM contact_emails "  # noqa: S608
-            f"WHERE account_id = %s AND contact_id IN ({_in(len(ids))})",
-            (account.id, *ids),
-        ):
-            held.setdefault(int(row["contact_id"]), []).append(str(row["email"]))
+    for row in fetch_in(
+        db,
+        "SELECT contact_id, name, amo_updated_at, is_deleted, seen_in_run, updated_at "
+        "FROM contacts",
+        "contact_id",
+        account.id,
+        ids,
+    ):
+        stored[int(row["contact_id"])] = row
+    sql = "SELECT contact_id, email FROM contact_emails"
+    for row in fetch_in(db, sql, "contact_id", account.id, ids):
+        held.setdefault(int(row["contact_id"]), []).append(str(row["email"]))
     selected = {
         c.id: select_emails(c.email_values(), enum_codes=codes, allowed_types=allowed)
         for c in contacts
@@ -85,14 +81,8 @@ def _with_sync_state(
     emails = sorted(
         {e for es in selected.values() for e in es} | {e for es in held.values() for e in es}
     )
-    members: dict[str, Row] = {}
-    if emails:
-        for row in db.fetch_all(
-            "SELECT email, state, name_sent, error_code, error_message, updated_at "  # noqa: S608
-            f"FROM list_members WHERE account_id = %s AND email IN ({_in(len(emails))})",
-            (account.id, *emails),
-        ):
-            members[str(row["email"])] = row
+    sql = "SELECT email, state, name_sent, error_code, error_message, updated_at FROM list_members"
+    members = {str(row["email"]): row for row in fetch_in(db, sql, "email", account.id, emails)}
     items: list[dict[str, Any]] = []
     for contact in contacts:
         ours = stored.get(contact.id)
