@@ -19,6 +19,7 @@ from sandbox.amocrm.state import (
     KNOWN_EVENTS,
     AccountRec,
     Change,
+    ContactQuery,
     EntityRec,
     OAuthFailure,
     SandboxError,
@@ -365,45 +366,27 @@ def _register_api(app: Flask, world: World) -> None:
             return _validation_error("limit", f"limit must be between 1 and {MAX_LIMIT}")
         page = max(1, _int_arg("page", 1))
         with_ = set(filter(None, request.args.get("with", "").split(",")))
-        only_deleted = "only_deleted" in with_
-        with world.lock:
-            items = [
-                copy.deepcopy(e)
-                for e in account.entities.values()
-                if e.type == "contact" and e.deleted == only_deleted
-            ]
-        if account.api_filter_enabled:
+        query = _contact_query(
+            only_deleted="only_deleted" in with_,
             # The list filter is "alpha"; with the account flag off it is silently ignored.
-            items = _apply_filters(items)
-        query = request.args.get("query")
-        if query:
-            needle = query.lower()
-            items = [
-                e
-                for e in items
-                if needle in e.name.lower()
-                or any(needle in v.lower() for vals in e.values.values() for v, _ in vals)
-            ]
-        order_key, reverse = "id", False
-        for key in ("updated_at", "id"):
-            direction = request.args.get(f"order[{key}]")
-            if direction:
-                order_key, reverse = key, direction.lower() == "desc"
-                break
-        items.sort(key=lambda e: (getattr(e, order_key), e.id), reverse=reverse)
-        chunk = items[(page - 1) * limit : page * limit]
-        if not chunk:
-            return no_content()
+            filters=account.api_filter_enabled,
+        )
         base = request.host_url.rstrip("/")
+        with world.lock:
+            # The matching, ordered list is built once per change batch (AccountRec.version)
+            # and reused by every page: a page costs its own 250 contacts, not the account's N.
+            # Rendered under the lock, so a page is a consistent snapshot without copying.
+            chunk = account.contact_view(query)[(page - 1) * limit : page * limit]
+            if not chunk:
+                return no_content()
+            contacts = [_contact_json(account, e, base, _legacy(world, e)) for e in chunk]
         return hal(
             {
                 "_page": page,
                 # A full page always advertises `next`, even when nothing follows: amoCRM has
                 # no total count, so clients must also stop on the 204 of the page after.
                 "_links": _page_links(page, has_next=len(chunk) == limit),
-                "_embedded": {
-                    "contacts": [_contact_json(account, e, base, _legacy(world, e)) for e in chunk]
-                },
+                "_embedded": {"contacts": contacts},
             }
         )
 
@@ -531,20 +514,34 @@ def _register_api(app: Flask, world: World) -> None:
         return no_content()
 
 
-def _apply_filters(items: list[EntityRec]) -> list[EntityRec]:
-    ids = _ids_filter()
-    if ids is not None:
-        items = [e for e in items if e.id in ids]
+def _contact_query(*, only_deleted: bool, filters: bool) -> ContactQuery:
+    """The request's filters, search and order as a ContactQuery (the cache key of its list)."""
     args = request.args
-    bare = args.get("filter[updated_at]")
-    low = args.get("filter[updated_at][from]") or bare
-    high = args.get("filter[updated_at][to]")
-    # Bound inclusiveness is undocumented; inclusive here, so clients must dedupe an overlap.
-    if low:
-        items = [e for e in items if e.updated_at >= int(low)]
-    if high:
-        items = [e for e in items if e.updated_at <= int(high)]
-    return items
+    ids = low = high = None
+    if filters:
+        ids = _ids_filter()
+        bare = args.get("filter[updated_at]")
+        low_raw = args.get("filter[updated_at][from]") or bare
+        high_raw = args.get("filter[updated_at][to]")
+        # Bound inclusiveness is undocumented; inclusive here, so clients must dedupe an overlap.
+        low = int(low_raw) if low_raw else None
+        high = int(high_raw) if high_raw else None
+    text = args.get("query")
+    order, desc = "id", False
+    for key in ("updated_at", "id"):
+        direction = args.get(f"order[{key}]")
+        if direction:
+            order, desc = key, direction.lower() == "desc"
+            break
+    return ContactQuery(
+        only_deleted=only_deleted,
+        ids=frozenset(ids) if ids is not None else None,
+        updated_from=low,
+        updated_to=high,
+        text=text.lower() if text else None,
+        order=order,
+        desc=desc,
+    )
 
 
 def _hook_json(account: AccountRec, hook: WebhookRec) -> dict[str, Any]:
@@ -620,8 +617,12 @@ def _register_control(app: Flask, world: World) -> None:
             "companies": [],
         }
 
+        notify = _flag(data, "notify", True)
+
         def note(action: str, rec: EntityRec, key: str) -> None:
-            changes.append(Change(action, copy.deepcopy(rec)))
+            if notify:
+                # A snapshot for the webhook: later changes must not leak into this one.
+                changes.append(Change(action, copy.deepcopy(rec)))
             out[key].append(rec.id)
 
         with world.lock:
@@ -645,7 +646,7 @@ def _register_control(app: Flask, world: World) -> None:
             for entity_id in data.get("restore") or []:
                 note("restore", world.set_deleted(account, int(entity_id), False), "restored")
         result: dict[str, Any] = {**out, "deliveries": []}
-        if _flag(data, "notify", True) and changes:
+        if notify and changes:
             # Everything changed in one control call goes out as ONE POST per destination.
             records = deliver(world, account, changes, wait=not _flag(data, "async", False))
             result["deliveries"] = delivered(records)

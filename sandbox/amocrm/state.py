@@ -111,6 +111,53 @@ class WebhookRec:
     disabled: bool = False
 
 
+@dataclass(frozen=True)
+class ContactQuery:
+    """What one GET /api/v4/contacts asks for, minus the page: the key of a cached list view."""
+
+    only_deleted: bool = False
+    ids: frozenset[int] | None = None  # filter[id]
+    updated_from: int | None = None  # filter[updated_at][from] (or bare), inclusive
+    updated_to: int | None = None  # filter[updated_at][to], inclusive
+    text: str | None = None  # query=, lower-cased
+    order: str = "id"  # "id" or "updated_at"
+    desc: bool = False
+
+    def build(self, entities: dict[int, EntityRec]) -> list[EntityRec]:
+        """Every matching contact in list order: O(N log N) once, then pages are slices."""
+        if self.ids is not None:
+            candidates: Any = (entities[i] for i in self.ids if i in entities)
+        else:
+            candidates = entities.values()
+        low, high, only_deleted = self.updated_from, self.updated_to, self.only_deleted
+        items = [
+            e
+            for e in candidates
+            if e.type == "contact"
+            and e.deleted == only_deleted
+            and (low is None or e.updated_at >= low)
+            and (high is None or e.updated_at <= high)
+        ]
+        if self.text:
+            needle = self.text
+            items = [
+                e
+                for e in items
+                if needle in e.name.lower()
+                or any(needle in v.lower() for vals in e.values.values() for v, _ in vals)
+            ]
+        # (key, id): ids break ties, so the order is total. Already id-ordered input is a
+        # single run for Timsort, i.e. linear.
+        if self.order == "updated_at":
+            items.sort(key=lambda e: (e.updated_at, e.id), reverse=self.desc)
+        else:
+            items.sort(key=lambda e: e.id, reverse=self.desc)
+        return items
+
+
+MAX_VIEWS = 16  # cached list views per account (distinct filter/order combinations)
+
+
 @dataclass
 class AccountRec:
     id: int
@@ -121,8 +168,14 @@ class AccountRec:
     fields: list[FieldDef]
     api_filter_enabled: bool = True
     blocked: bool = False
+    # Keyed and inserted by id: ids only grow (one global counter), so iteration is id order.
     entities: dict[int, EntityRec] = field(default_factory=dict)
     webhooks: dict[str, WebhookRec] = field(default_factory=dict)
+    # Bumped by every World method that adds, changes, trashes or restores an entity; the
+    # contact-list views below are rebuilt (once) when it moves. Change entities through World.
+    version: int = 0
+    views: dict[ContactQuery, list[EntityRec]] = field(default_factory=dict, repr=False)
+    views_version: int = -1
 
     @property
     def host(self) -> str:
@@ -130,6 +183,18 @@ class AccountRec:
 
     def field_by_code(self, code: str) -> FieldDef | None:
         return next((f for f in self.fields if f.code == code), None)
+
+    def contact_view(self, query: ContactQuery) -> list[EntityRec]:
+        """The contacts `query` lists, in order; built once per change batch. Hold World.lock."""
+        if self.views_version != self.version:
+            self.views.clear()
+            self.views_version = self.version
+        view = self.views.get(query)
+        if view is None:
+            if len(self.views) >= MAX_VIEWS:
+                del self.views[next(iter(self.views))]
+            view = self.views[query] = query.build(self.entities)
+        return view
 
 
 @dataclass
@@ -443,11 +508,13 @@ class World:
             )
             self._fill(account, rec, spec)
             account.entities[rec.id] = rec
+            account.version += 1
             return rec
 
     def update_entity(self, account: AccountRec, entity_id: int, spec: dict[str, Any]) -> EntityRec:
         with self.lock:
             rec = self.entity(account, entity_id)
+            account.version += 1  # before _fill: a half-applied spec that raises still counts
             self._fill(account, rec, spec)
             rec.updated_at = int(spec.get("updated_at") or time.time())
             rec.updated_by = int(spec.get("updated_by") or account.user_id)
@@ -456,6 +523,7 @@ class World:
     def set_deleted(self, account: AccountRec, entity_id: int, deleted: bool) -> EntityRec:
         with self.lock:
             rec = self.entity(account, entity_id)
+            account.version += 1
             rec.deleted = deleted
             # A trashed entity's updated_at is the deletion time (seen with only_deleted).
             rec.updated_at = int(time.time())
