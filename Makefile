@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install fmt lint typecheck test test-unit test-integration test-e2e test-reliability dev up down migrate bench widget check-compose
+.PHONY: install fmt lint typecheck test test-unit test-integration test-e2e test-reliability dev up up-prod down migrate bench widget check-compose
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,14 +42,20 @@ dev:  ## The whole stack without Docker (needs beanstalkd, nginx, MySQL); Ctrl-C
 migrate:
 	$(BIN)/amosync migrate
 
-up:  ## The whole stack with Docker Compose, sandbox emulators included
-	docker compose --profile sandbox up --build -d
+SANDBOX_COMPOSE := docker compose -f docker-compose.yml -f docker-compose.sandbox.yml --profile sandbox
 
-down:
-	docker compose --profile sandbox down
+up:  ## The whole stack with Docker Compose against the amoCRM and Unisender emulators
+	$(SANDBOX_COMPOSE) up --build -d
 
-check-compose:  ## Static validation of docker-compose.yml (no engine needed)
-	docker-compose -f docker-compose.yml --profile sandbox config --quiet
+up-prod:  ## The whole stack with Docker Compose against the real amoCRM and Unisender
+	docker compose up --build -d
+
+down:  ## Stop either (`make up` or `make up-prod`)
+	$(SANDBOX_COMPOSE) down
+
+check-compose:  ## Static validation of both compose setups (no engine needed)
+	docker-compose -f docker-compose.yml config --quiet
+	docker-compose -f docker-compose.yml -f docker-compose.sandbox.yml --profile sandbox config --quiet
 
 bench:  ## Benchmarks (minutes; not part of `make test`), figures go to BENCHMARKS.md
 	$(BIN)/python -m bench.run_all

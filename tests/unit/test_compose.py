@@ -26,6 +26,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+SANDBOX = ROOT / "docker-compose.sandbox.yml"
 
 
 def _example_env() -> dict[str, str]:
@@ -42,12 +43,17 @@ def services() -> dict[str, dict]:  # type: ignore[type-arg]
     return yaml.safe_load(COMPOSE.read_text())["services"]  # type: ignore[no-any-return]
 
 
-def test_compose_config_is_valid_without_an_engine(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "files",
+    [["-f", str(COMPOSE)], ["-f", str(COMPOSE), "-f", str(SANDBOX)]],
+    ids=["prod", "sandbox"],
+)
+def test_compose_config_is_valid_without_an_engine(tmp_path: Path, files: list[str]) -> None:
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose (Debian package) is needed for the static check"
     env = {**os.environ, **_example_env()}
     result = subprocess.run(
-        [tool, "-f", str(COMPOSE), "--profile", "sandbox", "config", "--quiet"],
+        [tool, *files, "--profile", "sandbox", "config", "--quiet"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -92,7 +98,8 @@ def test_consumers_scheduler_and_migrate_run_the_dev_commands(services: dict) ->
     assert services["migrate"]["command"] == MIGRATE_COMMAND
 
 
-def test_sandbox_services_are_in_the_sandbox_profile(services: dict) -> None:  # type: ignore[type-arg]
+def test_sandbox_services_are_in_the_sandbox_profile() -> None:
+    services = yaml.safe_load(SANDBOX.read_text())["services"]
     for vendor, port in (("amocrm", 8101), ("unisender", 8102)):
         service = services[f"sandbox-{vendor}"]
         assert service["profiles"] == ["sandbox"]
@@ -162,3 +169,59 @@ def test_every_setting_reaches_every_app_service(tmp_path: Path) -> None:
         assert not missing, f"{service} does not get {missing}"
         wrong = {n: environment[n] for n, v in sentinels.items() if environment[n] != v}
         assert not wrong, f"{service} does not pass these on from .env: {wrong}"
+
+
+def test_prod_compose_has_no_emulators_and_real_vendor_urls(tmp_path: Path) -> None:
+    config = _resolved_config(_example_env(), COMPOSE, cwd=tmp_path)
+    assert not [name for name in config["services"] if name.startswith("sandbox-")]
+    env = config["services"]["webhook"]["environment"]
+    assert env["UNISENDER_API_URL"] == _example_env()["UNISENDER_API_URL"]
+    assert env["SANDBOX_MODE"] == "false"
+
+
+def test_sandbox_override_points_every_app_service_at_the_emulators(tmp_path: Path) -> None:
+    config = _resolved_config(_example_env(), COMPOSE, SANDBOX, cwd=tmp_path)
+    services = config["services"]
+    amocrm = services["sandbox-amocrm"]
+    gateway = services["gateway"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["SANDBOX_MODE"] == "true", name
+        assert env["AMOCRM_API_URL"] == "http://sandbox-amocrm:8101", name
+        assert env["UNISENDER_API_URL"] == "http://sandbox-unisender:8102/ru/api", name
+        # Browser-facing: the consent page and the redirect back, through published ports.
+        assert env["AMOCRM_AUTH_URL"] == "http://localhost:8101/oauth", name
+        assert env["AMOCRM_REDIRECT_URI"] == amocrm["environment"]["AMOCRM_REDIRECT_URI"], name
+        assert env["AMOCRM_REDIRECT_URI"].startswith(env["PUBLIC_URL"] + "/"), name
+    # PUBLIC_URL (webhooks, the widget install) is localhost:8080 for the browser and for the
+    # amoCRM emulator alike: the emulator lives in the gateway's network namespace.
+    public = services["auth"]["environment"]["PUBLIC_URL"]
+    assert public == "http://localhost:8080"
+    assert amocrm["network_mode"] == "service:gateway"
+    assert "ports" not in amocrm
+    published = {(p["published"], p["target"]) for p in gateway["ports"]}
+    assert {(8080, 8080), (8101, 8101)} <= {(int(a), int(b)) for a, b in published}
+    assert "sandbox-amocrm" in gateway["networks"]["default"]["aliases"]
+    disable_hook = amocrm["environment"]["SANDBOX_AMOCRM_DISABLE_HOOK_URL"]
+    assert disable_hook == f"{public}/auth/disable"
+    # Secrets the two sides compare come from the same .env.
+    for key in ("AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET"):
+        assert amocrm["environment"][key] == services["auth"]["environment"][key]
+    keys = services["sandbox-unisender"]["environment"]["SANDBOX_UNISENDER_KEYS"]
+    assert keys == _example_env()["SANDBOX_UNISENDER_KEYS"]
+
+
+def _make_dry_run(target: str) -> str:
+    result = subprocess.run(
+        ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def test_make_up_uses_the_sandbox_override_and_up_prod_does_not() -> None:
+    assert (
+        "docker compose -f docker-compose.yml -f docker-compose.sandbox.yml --profile sandbox up"
+        in _make_dry_run("up")
+    )
+    prod = _make_dry_run("up-prod")
+    assert "docker compose" in prod and "sandbox" not in prod
