@@ -82,7 +82,7 @@ class DevDir:
 @pytest.fixture
 def dev_dir(tmp_path: Path) -> Iterator[DevDir]:
     """A working directory with a `.env`; ports that must win over it come from the environment."""
-    database = f"amosync_dev_{uuid.uuid4().hex[:8]}"
+    database = f"amosync_test_dev_{uuid.uuid4().hex[:8]}"
     ports = {
         "gateway": free_port(),
         "beanstalk": free_port(),
