@@ -349,6 +349,9 @@ class _Runner:
             updated_at=contact.updated_at,
             emails=emails,
             deleted=contact.is_deleted,
+            # Read from amoCRM just now: seen alive, it overrides a deletion we dated ourselves.
+            received_at=time.time(),
+            authoritative=True,
         )
 
     def apply(self, states: list[ContactState], *, mark_seen: bool) -> ApplyResult:
@@ -468,6 +471,8 @@ class _Runner:
                         updated_at=max(int(row["amo_updated_at"]), now),
                         emails=[],
                         deleted=True,
+                        received_at=now,
+                        synthetic_time=True,
                     )
                 )
             result = self.apply(states, mark_seen=True)

@@ -58,14 +58,19 @@ _ACCOUNT_WIDE = (
 class _Timed:
     event: ContactEvent
     at: int  # the event's updated_at, or when we received it for events that carry none
+    received_at: float
 
     @property
     def contact_id(self) -> int:
         return self.event.contact_id
 
     @property
+    def synthetic(self) -> bool:
+        return not self.event.updated_at
+
+    @property
     def version(self) -> tuple[float, ...]:
-        return (self.at,)
+        return (self.at, self.received_at)
 
 
 def handle_event_batch(batch: list[Delivery[ContactEventsJob]]) -> None:
@@ -167,7 +172,7 @@ def timed_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:
     """Every event with the time it counts at, in queue order."""
     # Deletes carry no timestamp: the deletion happened no later than we heard of it.
     return [
-        _Timed(event, event.updated_at or int(job.received_at))
+        _Timed(event, event.updated_at or int(job.received_at), job.received_at)
         for job in jobs
         for event in job.events
     ]
@@ -233,20 +238,45 @@ def _states(db: Database, account: AccountRow, timed: list[_Timed]) -> list[Cont
     for item in timed:
         event = item.event
         if event.action == "delete":
-            states.append(ContactState(event.contact_id, "", item.at, [], deleted=True))
+            states.append(_deleted(item, item.received_at))
         elif event.emails is None:
             # A restore without fields: amoCRM is the source of truth for what came back.
             contact = client().get_contact(event.contact_id)
+            read_at = time.time()
             if contact is None:
-                states.append(ContactState(event.contact_id, "", item.at, [], deleted=True))
+                states.append(_deleted(item, read_at))
                 continue
             emails = select_emails(contact.email_values(), enum_codes=codes, allowed_types=allowed)
-            at = max(item.at, contact.updated_at)
-            states.append(ContactState(event.contact_id, contact.name, at, emails))
+            states.append(
+                ContactState(
+                    event.contact_id,
+                    contact.name,
+                    max(item.at, contact.updated_at),
+                    emails,
+                    received_at=read_at,
+                    authoritative=True,
+                )
+            )
         else:
             emails = select_emails(event.emails, enum_codes=codes, allowed_types=allowed)
-            states.append(ContactState(event.contact_id, event.name, item.at, emails))
+            states.append(
+                ContactState(
+                    event.contact_id, event.name, item.at, emails, received_at=item.received_at
+                )
+            )
     return states
+
+
+def _deleted(item: _Timed, received_at: float) -> ContactState:
+    return ContactState(
+        item.event.contact_id,
+        "",
+        item.at,
+        [],
+        deleted=True,
+        received_at=received_at,
+        synthetic_time=item.synthetic,
+    )
 
 
 def record_event_minute(db: Database, account_id: int, events: int) -> None:

@@ -42,7 +42,10 @@ class AccountBusy(RetryJob):
 class ContactState:
     """A contact as amoCRM has it now; `emails` already went through shared.contacts rules.
 
-    The name is normalized here, once (trimmed, at most 255 characters).
+    The name is normalized here, once (trimmed, at most 255 characters). `received_at` is when
+    we learned this state (the webhook job's receipt, or the amoCRM read); `authoritative`
+    marks a state read from amoCRM's API just now (full-sync listing, get_contact);
+    `synthetic_time` marks an `updated_at` we had to guess (a deletion amoCRM did not date).
     """
 
     contact_id: int
@@ -50,14 +53,21 @@ class ContactState:
     updated_at: int
     emails: list[str]
     deleted: bool = False
+    received_at: float = 0.0
+    authoritative: bool = False
+    synthetic_time: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", normalize_name(self.name))
 
     @property
     def version(self) -> tuple[float, ...]:
-        """Ordering of two states of one contact: the greater is the newer."""
-        return (self.updated_at,)
+        """Ordering of two states of one contact: the greater is the newer.
+
+        amoCRM's `updated_at` has one-second resolution; two changes within a second are told
+        apart by when we received them (later wins).
+        """
+        return (self.updated_at, self.received_at)
 
 
 @dataclass
@@ -81,6 +91,12 @@ class StoredContact:
     name: str
     updated_at: int
     deleted: bool
+    received_at: float = 0.0
+    deleted_synthetic: bool = False
+
+    @property
+    def version(self) -> tuple[float, ...]:
+        return (self.updated_at, self.received_at)
 
 
 @dataclass(frozen=True)
@@ -201,7 +217,8 @@ def read_snapshot(db: Database, account_id: int, states: Sequence[ContactState])
     snapshot = Snapshot()
     for row in fetch_in(
         db,
-        "SELECT contact_id, name, amo_updated_at, is_deleted FROM contacts",
+        "SELECT contact_id, name, amo_updated_at, received_at, is_deleted, deleted_synthetic "
+        "FROM contacts",
         "contact_id",
         account_id,
         ids,
@@ -210,6 +227,8 @@ def read_snapshot(db: Database, account_id: int, states: Sequence[ContactState])
             name=str(row["name"]),
             updated_at=int(row["amo_updated_at"]),
             deleted=bool(row["is_deleted"]),
+            received_at=float(row["received_at"]),
+            deleted_synthetic=bool(row["deleted_synthetic"]),
         )
     sql = "SELECT contact_id, email FROM contact_emails"
     for row in fetch_in(db, sql, "contact_id", account_id, ids):
@@ -232,17 +251,33 @@ def read_snapshot(db: Database, account_id: int, states: Sequence[ContactState])
     return snapshot
 
 
+def overrides_deletion(state: ContactState, known: StoredContact) -> bool:
+    """Whether an amoCRM read showing the contact alive beats a deletion we dated ourselves.
+
+    A delete webhook carries no time, so it is stored at its receipt time, and a reconcile
+    that guesses a deletion stores "now": both can be later than amoCRM's `updated_at` of a
+    restore or of the live contact, which would then be ignored as stale forever. A read made
+    after we recorded the deletion (read time ≥ its synthetic time) sees the truth.
+    """
+    return (
+        state.authoritative
+        and not state.deleted
+        and known.deleted
+        and known.deleted_synthetic
+        and state.received_at >= known.updated_at
+    )
+
+
 def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
     """The diff of one batch (one state per contact) against our views; pure, no I/O."""
     plan = Plan()
     for state in states:
         known = snapshot.contacts.get(state.contact_id)
-        # An event older than what we hold must not overwrite newer state (webhooks arrive out
-        # of order and amoCRM retries late).
-        if known is not None and state.updated_at < known.updated_at:
-            plan.stale += 1
-        else:
+        if known is None or overrides_deletion(state, known) or state.version >= known.version:
             plan.fresh.append(state)
+        else:
+            # Older than what we hold: webhooks arrive out of order and amoCRM retries late.
+            plan.stale += 1
     plan.unchanged = plan.stale
     if not plan.fresh:
         return plan
@@ -379,13 +414,23 @@ def _write_views(
 ) -> None:
     with db.transaction() as cur:
         cur.executemany(
-            "INSERT INTO contacts (account_id, contact_id, name, amo_updated_at, is_deleted, "
-            "seen_in_run) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-            "name = VALUES(name), amo_updated_at = VALUES(amo_updated_at), "
-            "is_deleted = VALUES(is_deleted), seen_in_run = COALESCE(VALUES(seen_in_run), "
-            "seen_in_run)",
+            "INSERT INTO contacts (account_id, contact_id, name, amo_updated_at, received_at, "
+            "is_deleted, deleted_synthetic, seen_in_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE name = VALUES(name), "
+            "amo_updated_at = VALUES(amo_updated_at), received_at = VALUES(received_at), "
+            "is_deleted = VALUES(is_deleted), deleted_synthetic = VALUES(deleted_synthetic), "
+            "seen_in_run = COALESCE(VALUES(seen_in_run), seen_in_run)",
             [
-                (account_id, s.contact_id, s.name, s.updated_at, s.deleted, run_id)
+                (
+                    account_id,
+                    s.contact_id,
+                    s.name,
+                    s.updated_at,
+                    s.received_at,
+                    s.deleted,
+                    s.deleted and s.synthetic_time,
+                    run_id,
+                )
                 for s in plan.fresh
             ],
         )

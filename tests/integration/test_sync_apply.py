@@ -222,3 +222,38 @@ def test_transient_failure_leaves_state_for_the_retry(tenant: Tenant) -> None:
         requests.delete(f"{tenant.base}/_sandbox/faults/{fault['id']}", timeout=5)
     tenant.apply(state(1, "moved@x.ru", at=101))  # the retry still sees the old address to drop
     assert tenant.in_list() == {"moved@x.ru"}
+
+
+def test_a_contact_seen_alive_by_amocrm_overrides_a_deletion_we_dated_ourselves(
+    tenant: Tenant,
+) -> None:
+    tenant.apply(state(1, "back@x.ru", at=100))
+    # A delete webhook delivered late: stamped with its receipt time, later than the restore.
+    late_delete = ContactState(1, "", 500, [], True, received_at=500.0, synthetic_time=True)
+    tenant.apply(late_delete)
+    assert tenant.in_list() == set()
+    # A webhook carrying amoCRM's older updated_at is still stale against it ...
+    assert tenant.apply(state(1, "back@x.ru", at=200)).stale == 1
+    # ... and so is an amoCRM read made before we recorded the deletion ...
+    read_before = ContactState(1, "N", 200, ["back@x.ru"], received_at=400.0, authoritative=True)
+    assert tenant.apply(read_before).stale == 1
+    # ... but a read made after it sees the contact alive: that is the truth.
+    read_after = ContactState(1, "N", 200, ["back@x.ru"], received_at=600.0, authoritative=True)
+    assert tenant.apply(read_after).contacts_applied == 1
+    assert tenant.in_list() == {"back@x.ru"}
+
+
+def test_a_deletion_amocrm_dated_is_not_overridden_by_an_older_read(tenant: Tenant) -> None:
+    tenant.apply(state(1, "gone@x.ru", at=100))
+    tenant.apply(ContactState(1, "", 300, [], True, received_at=300.0))  # amoCRM's own time
+    read = ContactState(1, "N", 200, ["gone@x.ru"], received_at=900.0, authoritative=True)
+    assert tenant.apply(read).stale == 1
+    assert tenant.in_list() == set()
+
+
+def test_within_one_second_the_later_received_state_wins_across_batches(tenant: Tenant) -> None:
+    second = ContactState(1, "N", 100, ["second@x.ru"], received_at=20.0)
+    first = ContactState(1, "N", 100, ["first@x.ru"], received_at=10.0)
+    tenant.apply(second)
+    assert tenant.apply(first).stale == 1  # a retried older job applied after the newer one
+    assert tenant.in_list() == {"second@x.ru"}
