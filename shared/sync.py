@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MEMBER = "member"
 FAILED = "failed"
 EXCLUDED = "excluded"
+# The person unsubscribed (account-wide or from our list): never imported or excluded again.
+UNSUBSCRIBED = "unsubscribed"
 
 IN_CHUNK = 500  # values per IN (...) query
 LOCK_TIMEOUT_SECONDS = 30.0
@@ -81,6 +83,7 @@ class ApplyResult:
     unchanged: int = 0
     stale: int = 0
     contacts_applied: int = 0
+    unsubscribed: int = 0
     failed_emails: dict[str, str] = field(default_factory=dict)
 
 
@@ -130,6 +133,9 @@ class Plan:
     to_import: list[ImportRow] = field(default_factory=list)
     to_exclude: list[str] = field(default_factory=list)
     quiet_exclude: list[str] = field(default_factory=list)  # never reached the list
+    # Imports of addresses we excluded earlier: the person may have unsubscribed meanwhile.
+    recheck: list[str] = field(default_factory=list)
+    unsubscribed: list[str] = field(default_factory=list)  # found opted out when applied
 
 
 class Versioned(Protocol):
@@ -306,6 +312,8 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
 
     for email in candidates:
         member = snapshot.members.get(email)
+        if member is not None and member.state == UNSUBSCRIBED:
+            continue  # their choice stands whatever amoCRM says
         if holders[email]:
             name = wanted_name.get(email)
             if name is None:
@@ -320,6 +328,8 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
             ):
                 continue
             plan.to_import.append(ImportRow(email=email, name=name or None))
+            if member is not None and member.state == EXCLUDED:
+                plan.recheck.append(email)
         elif member is None or member.state == MEMBER:
             plan.to_exclude.append(email)
         elif member.state == FAILED:
@@ -336,6 +346,16 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
         ):
             plan.unchanged += 1
     return plan
+
+
+def opted_out(client: UnisenderClient, email: str, list_id: int) -> bool:
+    """Whether the person unsubscribed: account-wide, or from this list."""
+    contact = client.get_contact(email, include_lists=True, include_fields=False)
+    if contact is None:
+        return False
+    if contact.status == UNSUBSCRIBED:
+        return True
+    return any(m.id == list_id and m.status == UNSUBSCRIBED for m in contact.lists)
 
 
 def _holder_name(snapshot: Snapshot, contact_id: int) -> str:
@@ -362,6 +382,20 @@ def _execute(
         _mark_seen(db, account_id, batch_ids, run_id)
         return result
 
+    # `exclude` also wipes a per-list unsubscribe, after which a re-import would add the person
+    # back as active: who opted out is asked first and left alone (and never imported again).
+    # Cost: a removal is two calls per address (getContact + exclude); Unisender has no bulk
+    # exclude, and importContacts' `delete` column may delete account-wide (reference §3).
+    # keep_alive between calls keeps a burst of deletes inside the job's TTR.
+    unsubscribed: set[str] = set()
+    for email in [*plan.recheck, *plan.to_exclude]:
+        if opted_out(client, email, list_id):
+            unsubscribed.add(email)
+        keep_alive()
+    plan.to_import = [row for row in plan.to_import if row.email not in unsubscribed]
+    plan.to_exclude = [email for email in plan.to_exclude if email not in unsubscribed]
+    plan.unsubscribed = sorted(unsubscribed)
+
     failed: dict[str, tuple[str, str]] = {}
     if plan.to_import:
         imported = client.import_contacts(plan.to_import, list_id=list_id)
@@ -373,6 +407,7 @@ def _execute(
             result.emails_excluded += 1
         keep_alive()
 
+    result.unsubscribed = len(unsubscribed)
     result.rows_imported = len(plan.to_import) - len(failed)
     result.row_errors = len(failed)
     result.failed_emails = {email: code for email, (code, _) in failed.items()}
@@ -470,6 +505,8 @@ def _write_views(
                 member_rows.append((account_id, row.email, MEMBER, name_sent, None, None))
         for email in [*plan.to_exclude, *plan.quiet_exclude]:
             member_rows.append((account_id, email, EXCLUDED, None, None, None))
+        for email in plan.unsubscribed:
+            member_rows.append((account_id, email, UNSUBSCRIBED, None, None, None))
         if member_rows:
             cur.executemany(
                 "INSERT INTO list_members (account_id, email, state, name_sent, error_code, "

@@ -257,3 +257,58 @@ def test_within_one_second_the_later_received_state_wins_across_batches(tenant: 
     tenant.apply(second)
     assert tenant.apply(first).stale == 1  # a retried older job applied after the newer one
     assert tenant.in_list() == {"second@x.ru"}
+
+
+def _opt_out(tenant: Tenant, email: str, *, from_list: bool) -> None:
+    body: dict[str, Any] = {"email": email}
+    if from_list:
+        body["list_ids"] = [tenant.list_id]
+    requests.post(
+        f"{tenant.base}/_sandbox/keys/{tenant.api_key}/unsubscribe", json=body, timeout=5
+    ).raise_for_status()
+
+
+def _list_status(tenant: Tenant, email: str) -> str | None:
+    lists = tenant.contacts()[email]["lists"]
+    return next((m["status"] for m in lists if m["id"] == tenant.list_id), None)
+
+
+def test_a_list_unsubscribe_survives_an_email_changing_away_and_back(tenant: Tenant) -> None:
+    tenant.apply(state(1, "opt@x.ru", name="Opt"))
+    _opt_out(tenant, "opt@x.ru", from_list=True)
+    result = tenant.apply(state(1, "other@x.ru", name="Opt", at=101))  # changed away
+    assert result.unsubscribed == 1 and result.emails_excluded == 0
+    assert tenant.member("opt@x.ru")["state"] == "unsubscribed"  # type: ignore[index]
+    calls = tenant.import_calls()
+    tenant.apply(state(1, "opt@x.ru", name="Opt", at=102))  # and back
+    assert _list_status(tenant, "opt@x.ru") == "unsubscribed"
+    assert tenant.import_calls() == calls  # never imported again
+
+
+def test_a_list_unsubscribe_survives_delete_and_restore(tenant: Tenant) -> None:
+    tenant.apply(state(1, "gone@x.ru"))
+    _opt_out(tenant, "gone@x.ru", from_list=True)
+    tenant.apply(state(1, deleted=True, at=101))
+    tenant.apply(state(1, "gone@x.ru", at=102))
+    assert _list_status(tenant, "gone@x.ru") == "unsubscribed"
+    assert tenant.member("gone@x.ru")["state"] == "unsubscribed"  # type: ignore[index]
+
+
+def test_an_address_we_excluded_is_checked_before_it_is_imported_again(tenant: Tenant) -> None:
+    tenant.apply(state(1, "back@x.ru"))
+    tenant.apply(state(1, "elsewhere@x.ru", at=101))  # excluded while still subscribed
+    assert tenant.member("back@x.ru")["state"] == "excluded"  # type: ignore[index]
+    _opt_out(tenant, "back@x.ru", from_list=False)  # then unsubscribed from everything
+    calls = tenant.import_calls()
+    result = tenant.apply(state(1, "back@x.ru", at=102))
+    assert result.unsubscribed == 1 and tenant.import_calls() == calls
+    assert tenant.member("back@x.ru")["state"] == "unsubscribed"  # type: ignore[index]
+    assert _list_status(tenant, "back@x.ru") is None
+
+
+def test_a_subscribed_address_is_still_excluded_and_readded(tenant: Tenant) -> None:
+    tenant.apply(state(1, "plain@x.ru"))
+    tenant.apply(state(1, deleted=True, at=101))
+    assert _list_status(tenant, "plain@x.ru") is None
+    tenant.apply(state(1, "plain@x.ru", at=102))
+    assert _list_status(tenant, "plain@x.ru") == "active"

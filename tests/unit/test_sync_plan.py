@@ -90,3 +90,25 @@ def test_an_excluded_address_that_comes_back_is_imported() -> None:
 def test_newest_per_contact_keeps_the_greatest_version_later_wins_ties() -> None:
     first, tie, old = state(1, "a@x.ru", at=200), state(1, "b@x.ru", at=200), state(1, at=100)
     assert newest_per_contact([first, tie, old]) == [tie]
+
+
+def test_an_unsubscribed_address_is_never_imported_or_excluded() -> None:
+    from shared.sync import UNSUBSCRIBED
+
+    snapshot = Snapshot(
+        contacts={1: StoredContact("N", 100, False)},
+        emails={1: ["u@x.ru"]},
+        members={
+            "u@x.ru": ListMember(UNSUBSCRIBED, None),
+            "v@x.ru": ListMember(UNSUBSCRIBED, None),
+        },
+    )
+    kept = plan_changes([state(1, "u@x.ru", "v@x.ru", name="New name", at=101)], snapshot)
+    assert kept.to_import == [] and kept.recheck == []
+    dropped = plan_changes([state(1, deleted=True, at=102)], snapshot)
+    assert dropped.to_exclude == [] and dropped.quiet_exclude == []
+
+
+def test_an_address_we_excluded_is_rechecked_before_it_is_imported() -> None:
+    snapshot = Snapshot(members={"a@x.ru": ListMember(EXCLUDED, None)})
+    assert plan_changes([state(1, "a@x.ru")], snapshot).recheck == ["a@x.ru"]
