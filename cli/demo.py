@@ -141,9 +141,9 @@ def _run(
     _done(f"account {account_id} at {account['host']}")
 
     _step(2, f"authorizing it: GET {gateway}/auth?name={name} → consent page → Approve")
-    consent = flows.start_auth(
-        gateway, name, auth_url=settings.amocrm_auth_url, client_id=settings.amocrm_client_id
-    )
+    # Where the consent page is, the gateway says (the browser-facing URL may differ from ours).
+    consent = flows.start_auth(gateway, name, auth_url=None, client_id=settings.amocrm_client_id)
+    _done(f"consent page: {consent.split('?', 1)[0]}; approving account {account_id} there")
     back = flows.approve(amocrm, consent, account_id)
     flows.complete_auth(
         back, redirect_uri=settings.amocrm_redirect_uri, name=name, account_id=account_id
