@@ -7,8 +7,8 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from shared.crypto import get_secret_box
-from shared.db import Database
+from shared.crypto import DecryptionFailed, get_secret_box
+from shared.db import Database, Row
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 
@@ -45,18 +45,40 @@ def get_unisender_link(db: Database, account_id: int) -> UnisenderLink | None:
 def save_unisender_link(
     db: Database, account_id: int, *, api_key: str, list_id: int, list_title: str
 ) -> UnisenderLink:
-    """Store (or replace) the account's key and list; the key is encrypted first."""
-    encrypted = get_secret_box().encrypt(api_key)
-    db.execute(
-        "INSERT INTO unisender_settings (account_id, api_key_enc, list_id, list_title) "
-        "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE api_key_enc = VALUES(api_key_enc), "
-        "list_id = VALUES(list_id), list_title = VALUES(list_title), "
-        "connected_at = CURRENT_TIMESTAMP(6)",
-        (account_id, encrypted, list_id, list_title),
-    )
+    """Store (or replace) the account's key and list; the key is encrypted first.
+
+    `list_members` records what we did in ONE list: with another key or list (or after a
+    disconnect, when the old one is unknown) it is forgotten in the same transaction, so the
+    first full sync imports every address instead of believing the new list already has them.
+    """
+    box = get_secret_box()
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT api_key_enc, list_id FROM unisender_settings WHERE account_id = %s FOR UPDATE",
+            (account_id,),
+        )
+        current = cur.fetchone()
+        if current is None or not _same_list(current, api_key=api_key, list_id=list_id):
+            cur.execute("DELETE FROM list_members WHERE account_id = %s", (account_id,))
+        cur.execute(
+            "INSERT INTO unisender_settings (account_id, api_key_enc, list_id, list_title) "
+            "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE api_key_enc = VALUES(api_key_enc), "
+            "list_id = VALUES(list_id), list_title = VALUES(list_title), "
+            "connected_at = CURRENT_TIMESTAMP(6)",
+            (account_id, box.encrypt(api_key), list_id, list_title),
+        )
     link = get_unisender_link(db, account_id)
     assert link is not None
     return link
+
+
+def _same_list(row: Row, *, api_key: str, list_id: int) -> bool:
+    if row["list_id"] is None or int(row["list_id"]) != list_id:
+        return False
+    try:
+        return get_secret_box().decrypt(row["api_key_enc"]) == api_key
+    except DecryptionFailed:
+        return False
 
 
 def forget_unisender_link(db: Database, account_id: int) -> bool:
