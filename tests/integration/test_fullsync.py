@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +62,12 @@ def servers(base_env: dict[str, str]) -> Iterator[Sandboxes]:
             redirect_uri=base_env["AMOCRM_REDIRECT_URI"],
             seed_accounts=0,
         )
+    )
+    # Account ids of its own (as tests/integration/test_tokens.py does): the session's e2e stack
+    # runs another sandbox with the default id sequence in the same database, and a reconcile
+    # here would pick up its contacts.
+    amo_app.config["WORLD"]._account_ids = itertools.count(
+        1_800_000_000 + secrets.randbelow(10**8), 7919
     )
     uni_app = create_uni(UniConfig())
     amo_url, amo_server = _serve(amo_app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -105,11 +107,15 @@ def sandbox() -> Iterator[Sandbox]:
         client_secret=CLIENT_SECRET,
         redirect_uri=REDIRECT_URI,
         rate_limit=0,  # tests that exercise the limit turn it on
-        seed_accounts=1,
+        seed_accounts=0,
     )
     app = create_app(config)
-    server, url = _serve(app)
     world: World = app.config["WORLD"]
+    # Account ids of its own (see tests/integration/test_tokens.py): never those the session's
+    # e2e stack hands out, should an account of this sandbox ever reach the shared database.
+    world._account_ids = itertools.count(1_700_000_000 + secrets.randbelow(10**8), 7919)
+    world.create_account()
+    server, url = _serve(app)
     yield Sandbox(url=url, world=world, account_id=next(iter(world.accounts)))
     server.shutdown()
 
