@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import greenstalk
+
 from shared.accounts import AccountRow, get_account, record_amocrm_failure
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
@@ -200,6 +202,15 @@ class RunFailed(Exception):
     """The run cannot succeed as things are (account state, credentials): record and stop."""
 
 
+class RunBusy(RetryJob):
+    """Another runner holds the account's run lock: come back later, nothing failed."""
+
+
+def run_lock_name(db: Database, account_id: int) -> str:
+    # GET_LOCK names are server-wide (64 chars max): the database name keeps deployments apart.
+    return f"{db.name[:40]}:run:{account_id}"
+
+
 def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
     """Worker type `full-sync`: run each job's sync to the end (or to its next retry)."""
     db = get_database()
@@ -207,7 +218,12 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
     for delivery in batch:
         job = delivery.job
         try:
-            execute_run(db, job, touch=delivery.touch)
+            execute_run(db, job, touch=_lease_keeper(delivery))
+        except RunBusy as exc:
+            # Not the run's failure: its runner is alive. If that runner dies, the lock goes
+            # with its connection and this job, back after the delay, resumes the run.
+            log.info("sync run busy elsewhere", extra={"run_id": job.run_id, "delay": exc.delay})
+            delivery.retry(exc.reason, delay=exc.delay)
         except RetryJob as exc:
             _record_error(db, job.run_id, exc.reason)
             if delivery.attempts >= max_attempts:
@@ -215,8 +231,47 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
             delivery.retry(exc.reason, delay=exc.delay)
 
 
+def _lease_keeper(delivery: Delivery[FullSyncJob]) -> Callable[[], None]:
+    """`delivery.touch`, tolerating a reservation lost to an expired TTR."""
+    lost = False
+
+    def touch() -> None:
+        nonlocal lost
+        if lost:
+            return
+        try:
+            delivery.touch()
+        except greenstalk.NotFoundError:
+            # The TTR ran out (a slow batch) and another consumer took the job. The run lock
+            # keeps this runner the only one, so finishing here is right; the other consumer
+            # releases the job, and when it comes back it finds the run finished.
+            lost = True
+            log.warning(
+                "full-sync job reservation lost; the run lock keeps this runner",
+                extra={"run_id": delivery.job.run_id, "job_id": delivery.job_id},
+            )
+
+    return touch
+
+
 def execute_run(db: Database, job: FullSyncJob, *, touch: Callable[[], None] | None = None) -> None:
-    """Run one sync job; raises RetryJob for transient failures (the run resumes later)."""
+    """Run one sync job; raises RetryJob for transient failures (the run resumes later).
+
+    One runner per account at a time: a job whose TTR ran out while its runner is still busy
+    is handed to a second consumer by beanstalkd, and two runners would apply the same pages
+    and add the same counts twice. The run lock (MySQL GET_LOCK, released when its connection
+    dies with a killed runner) makes the second one raise `RunBusy` instead.
+    """
+    with db.named_lock(run_lock_name(db, job.account_id), timeout=0) as acquired:
+        if not acquired:
+            raise RunBusy(
+                f"account {job.account_id}: another consumer is executing its sync run",
+                delay=min(get_settings().full_sync_ttr_seconds, 60),
+            )
+        _execute_locked(db, job, touch=touch)
+
+
+def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None] | None) -> None:
     keep_alive = touch or (lambda: None)
     run = get_sync_run(db, job.run_id)
     if run is None or int(run["account_id"]) != job.account_id:

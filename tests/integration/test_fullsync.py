@@ -422,3 +422,65 @@ def test_401_that_survives_a_refresh_marks_the_account_reauth_required(
     assert account is not None and account.status == "reauth_required"
     assert fullsync.enqueue_reconciles(mode="full") >= 0
     assert _reconcile_runs(acc.account_id) == []
+
+
+def test_two_consumers_one_run(env: Sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose TTR ran out mid-batch is handed to a second consumer: it must not run too."""
+    acc = connect(env, contacts=600)
+    db = get_database()
+    inside, proceed = threading.Event(), threading.Event()
+    real_apply = fullsync.apply_contact_states
+
+    def held_apply(*args: Any, **kwargs: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            assert proceed.wait(30)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(fullsync, "apply_contact_states", held_apply)
+    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
+    first, second = (Delivery(job_id=1, job=job, attempts=n) for n in (1, 2))
+    runner = threading.Thread(target=fullsync.handle_sync_batch, args=([first],), daemon=True)
+    runner.start()
+    try:
+        assert inside.wait(30)
+        pages = len(env.page_requests(acc.account_id))
+        fullsync.handle_sync_batch([second])
+        # Put back for later, nothing read, nothing recorded as the run's error.
+        assert (second.outcome, second.delay) == ("retry", 60)
+        assert len(env.page_requests(acc.account_id)) == pages
+        busy = fullsync.get_sync_run(db, run_id)
+        assert busy is not None and (busy["status"], busy["error"]) == ("running", None)
+    finally:
+        proceed.set()
+        runner.join(30)
+    run = fullsync.get_sync_run(db, run_id)
+    assert run is not None and run["status"] == "done", run
+    assert first.outcome is None
+    assert len(env.page_requests(acc.account_id)) == 3
+    assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (3, 600, 600)
+    assert run["import_calls"] == 2 and len(acc.import_calls()) == 2
+    # When the put-back job returns, the run is finished: it is simply deleted.
+    third = Delivery(job_id=1, job=job, attempts=3)
+    fullsync.handle_sync_batch([third])
+    assert third.outcome is None and len(env.page_requests(acc.account_id)) == 3
+
+
+def test_runner_that_lost_its_reservation_finishes_the_run(env: Sandboxes) -> None:
+    import greenstalk
+
+    class TakenAway:
+        """beanstalkd's answer to a touch once the TTR ran out and the job went elsewhere."""
+
+        def touch(self, job: Any) -> None:
+            raise greenstalk.NotFoundError("NOT_FOUND")
+
+    acc = connect(env, contacts=3)
+    db = get_database()
+    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
+    delivery = Delivery(job_id=1, job=job, attempts=1, _client=TakenAway())  # type: ignore[arg-type]
+    fullsync.handle_sync_batch([delivery])
+    run = fullsync.get_sync_run(db, run_id)
+    assert run is not None and run["status"] == "done" and run["contacts_seen"] == 3
