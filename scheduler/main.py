@@ -45,13 +45,32 @@ def claim_run(db: Database, job_name: str, run_key: str) -> bool:
     return True
 
 
+def release_run(db: Database, job_name: str, run_key: str) -> None:
+    """Give a claimed slot back, so another replica (or the next firing) may run it."""
+    db.execute(
+        "DELETE FROM scheduler_runs WHERE job_name = %s AND run_key = %s AND host = %s",
+        (job_name, run_key, hostname()),
+    )
+
+
 def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) -> Any:
     """Run `action` unless another replica already ran this interval's slot."""
     slot = int(datetime.now(UTC).timestamp()) // interval_seconds
-    if not claim_run(get_database(), job_name, str(slot)):
+    db = get_database()
+    if not claim_run(db, job_name, str(slot)):
         log.info("run already claimed by another replica", extra={"job": job_name, "slot": slot})
         return None
-    result = action()
+    try:
+        result = action()
+    except Exception:
+        # The claim is taken before the action so replicas never both run it; a failed action
+        # (beanstalkd down, MySQL blip) must not also keep the slot, or the interval is lost.
+        log.exception("scheduled run failed; slot released", extra={"job": job_name, "slot": slot})
+        try:
+            release_run(db, job_name, str(slot))
+        except Exception:
+            log.warning("could not release the slot", extra={"job": job_name}, exc_info=True)
+        raise
     log.info("scheduled run done", extra={"job": job_name, "slot": slot, "result": result})
     return result
 

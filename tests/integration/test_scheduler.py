@@ -71,3 +71,20 @@ def test_two_replicas_run_the_token_refresh_once(
     reset_caches()
     assert refresh_tokens_job(get_settings()) is None
     assert get_queue().tube_stats("token-refresh")["current-jobs-buried"] == 0
+
+
+def test_failed_action_releases_its_slot(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.queue import QueueUnavailable
+
+    name = f"test-{uuid.uuid4().hex[:8]}"
+
+    def enqueue_while_beanstalkd_is_down() -> int:
+        raise QueueUnavailable("beanstalkd unavailable")
+
+    with pytest.raises(QueueUnavailable):
+        run_once(name, 3600, enqueue_while_beanstalkd_is_down)
+    assert db.fetch_all("SELECT * FROM scheduler_runs WHERE job_name = %s", (name,)) == []
+    assert any(r.levelname == "ERROR" and getattr(r, "job", None) == name for r in caplog.records)
+    # The same slot runs on the next firing (or on another replica), then it is claimed.
+    assert run_once(name, 3600, lambda: 7) == 7
+    assert run_once(name, 3600, lambda: 8) is None
