@@ -79,7 +79,10 @@ def refresh_tokens_job(settings: Settings) -> Any:
     return run_once(
         "refresh-tokens",
         settings.token_refresh_interval_minutes * 60,
-        lambda: resolve(REFRESH_TOKENS)(hours=settings.token_refresh_horizon_hours),
+        lambda: resolve(REFRESH_TOKENS)(
+            hours=settings.token_refresh_horizon_hours,
+            every_minutes=settings.token_refresh_interval_minutes,
+        ),
     )
 
 

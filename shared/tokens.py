@@ -237,21 +237,47 @@ def amocrm_client_for(account: AccountRow, *, db: Database | None = None) -> Amo
     )
 
 
-def enqueue_expiring_refreshes(hours: int) -> int:
-    """Queue a refresh for every active account whose token expires within `hours`."""
+# Scheduled refreshes leave a pair alone while it will outlive the run after the next one by
+# this much (see enqueue_expiring_refreshes).
+SCHEDULED_REFRESH_MARGIN = timedelta(hours=1)
+
+
+def enqueue_expiring_refreshes(hours: int, *, every_minutes: int | None = None) -> int:
+    """Queue a refresh for every active account whose token expires within `hours`.
+
+    `every_minutes` is how often the caller (the scheduler) runs this. Then a pair is queued
+    only when it would not otherwise stay valid until the run after the next one plus
+    SCHEDULED_REFRESH_MARGIN: amoCRM access tokens live 24 h, so with the documented horizon of
+    24 h (the original's daily `-t 24`) and an hourly schedule, "expires within 24 h" is true of
+    every pair at every run, and each account would be refreshed 24 times a day. Keyed on
+    expires_at, the rule needs no refreshed_at (a fresh install has none) and follows whatever
+    lifetime amoCRM grants: with 24 h tokens and hourly runs each pair is refreshed at about 21 h
+    of age, once a day, and a missed run or two still leave it valid. `hours` stays the upper
+    bound; without `every_minutes` (`amosync update-tokens -t`) every pair within it is queued.
+    Concurrent or duplicate jobs are harmless: the consumer refreshes under the account's lock.
+    """
     if hours < 0:
         raise ValueError("hours must be >= 0")
+    window = timedelta(hours=hours)
+    if every_minutes is not None:
+        window = min(window, 2 * timedelta(minutes=every_minutes) + SCHEDULED_REFRESH_MARGIN)
     db = get_database()
-    horizon = _naive_utc(_utcnow() + timedelta(hours=hours))
     rows = db.fetch_all(
         "SELECT a.id FROM accounts a JOIN oauth_tokens t ON t.account_id = a.id "
         "WHERE a.status = 'active' AND t.expires_at <= %s ORDER BY t.expires_at",
-        (horizon,),
+        (_naive_utc(_utcnow() + window),),
     )
     queue = get_queue()
     for row in rows:
-        queue.put(RefreshTokenJob(account_id=int(row["id"]), reason=f"expires within {hours}h"))
-    log.info("refresh jobs queued", extra={"count": len(rows), "hours": hours})
+        queue.put(RefreshTokenJob(account_id=int(row["id"]), reason=f"expires within {window}"))
+    log.info(
+        "refresh jobs queued",
+        extra={
+            "count": len(rows),
+            "hours": hours,
+            "window_minutes": window // timedelta(minutes=1),
+        },
+    )
     return len(rows)
 
 

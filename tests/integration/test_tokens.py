@@ -365,3 +365,61 @@ def test_record_amocrm_failure_stops_the_account_only_for_terminal_refusals(
     db.execute("UPDATE accounts SET status = 'disabled' WHERE id = %s", (account_id,))
     assert record_amocrm_failure(db, account_id, amo_errors.Unauthorized("401", status=401))
     assert get_account(db, account_id).status == "disabled"  # type: ignore[union-attr]
+
+
+def _queued_refreshes(count: int) -> list[int]:
+    client = get_queue().connect(watch="token-refresh")
+    ids = []
+    try:
+        for _ in range(count):
+            job = client.reserve(timeout=1)
+            ids.append(RefreshTokenJob.model_validate_json(job.body).account_id)
+            client.delete(job)
+    finally:
+        client.close()
+    return ids
+
+
+def test_scheduled_enqueue_skips_pairs_that_outlive_the_next_run(
+    amo: AmoSandbox, db: Database
+) -> None:
+    # amoCRM's 24 h tokens, the documented 24 h horizon, an hourly schedule.
+    fresh, refreshed_now, due, missed_runs = (install(amo) for _ in range(4))
+    handle_refresh_batch([delivery(refreshed_now)])
+    age_tokens(db, due, expires_in=timedelta(hours=2, minutes=50))
+    age_tokens(db, missed_runs, expires_in=timedelta(minutes=20))
+    queued = _queued_refreshes(enqueue_expiring_refreshes(hours=24, every_minutes=60))
+    assert due in queued and missed_runs in queued
+    assert fresh not in queued and refreshed_now not in queued
+    # Still valid past the run after next plus the margin: left for a later run.
+    age_tokens(db, due, expires_in=timedelta(hours=3, minutes=10))
+    assert due not in _queued_refreshes(enqueue_expiring_refreshes(hours=24, every_minutes=60))
+    # An operator's `update-tokens -t 24` (no schedule) still queues every pair in the horizon.
+    queued = _queued_refreshes(enqueue_expiring_refreshes(hours=24))
+    assert {fresh, refreshed_now, due, missed_runs} <= set(queued)
+
+
+def test_hourly_schedule_refreshes_each_account_about_once_a_day(
+    amo: AmoSandbox, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.tokens as tokens
+
+    account_id = install(amo)
+    clock = [datetime.now(UTC)]
+    monkeypatch.setattr(tokens, "_utcnow", lambda: clock[0])
+    refreshes = 0
+    for _hour in range(72):
+        queued = _queued_refreshes(enqueue_expiring_refreshes(hours=24, every_minutes=60))
+        if account_id in queued:
+            handle_refresh_batch([delivery(account_id)])
+            # A refreshed pair expires 24 h after the (simulated) refresh.
+            expires = (clock[0] + timedelta(hours=24)).replace(tzinfo=None)
+            db.execute(
+                "UPDATE oauth_tokens SET expires_at = %s WHERE account_id = %s",
+                (expires, account_id),
+            )
+            refreshes += 1
+        stored = load_tokens(db, account_id)
+        assert stored is not None and stored.expires_at > clock[0] + timedelta(hours=1)
+        clock[0] += timedelta(hours=1)
+    assert refreshes == 3
