@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from cli.devstack import ROOT, Stack
+from cli.devstack import ROOT, SCHEDULER_COMMAND, Stack, venv_bin
 from shared.db import get_database
 from shared.jobs import RefreshTokenJob
 from shared.queue import get_queue
@@ -86,6 +86,44 @@ def test_short_lived_tokens_are_refreshed(
         (account.account_id,),
     )
     assert row is not None and row["refreshed_at"] is not None
+    assert contacts_work(stack, isolated_env, account)
+
+
+def test_scheduler_enqueues_and_the_stacks_consumer_refreshes(
+    stack: Stack, isolated_env: dict[str, str], short_tokens: int, tmp_path: Path
+) -> None:
+    """Issue 4's "done when": the scheduler process enqueues, the consumer refreshes."""
+    account = install_account(stack, isolated_env)
+    assert generation(account.account_id) == 1
+    # A second `python -m scheduler` beside the stack's own: it runs the token refresh when it
+    # starts, in a one-minute slot of its own (the stack's scheduler claims hourly slots).
+    env = {
+        **stack.env,
+        "TOKEN_REFRESH_INTERVAL_MINUTES": "1",
+        "TOKEN_REFRESH_HORIZON_HOURS": "1",
+    }
+    log_path = tmp_path / "scheduler.log"
+    with log_path.open("w") as log_file:
+        scheduler = subprocess.Popen(
+            venv_bin(SCHEDULER_COMMAND),
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(
+                lambda: generation(account.account_id) == 2,
+                timeout=30,
+                what="the scheduler's refresh job and the stack's consumer",
+            )
+        finally:
+            scheduler.terminate()
+            scheduler.wait(15)
+    log = log_path.read_text()
+    assert '"scheduled run done"' in log and '"job": "refresh-tokens"' in log, log[-2000:]
+    row = stored_account(account.account_id)
+    assert row is not None and row["status"] == "active"
     assert contacts_work(stack, isolated_env, account)
 
 
