@@ -526,7 +526,8 @@ class _Runner:
                         updated_at=max(int(row["amo_updated_at"]), now),
                         emails=[],
                         deleted=True,
-                        received_at=now,
+                        # Learned after this run's reads of the same second: it must win a tie.
+                        received_at=time.time(),
                         synthetic_time=True,
                     )
                 )
