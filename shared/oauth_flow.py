@@ -12,6 +12,7 @@ import hmac
 import html
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ import pymysql
 
 from shared.accounts import AccountRow, get_account
 from shared.amocrm.client import AmoCrmClient, StaticTokenProvider
-from shared.amocrm.errors import OAuthRejected
+from shared.amocrm.errors import OAuthRejected, Transient
 from shared.amocrm.models import Account, TokenPair
 from shared.crypto import new_secret, sha256_hex
 from shared.db import Database
@@ -40,8 +41,17 @@ AUTH_MODE = "post_message"
 NAME_RE = re.compile(r"^[\w.\-]{1,100}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TRUE = {"1", "true", "yes", "on"}
-# Token and account calls of an install: amoCRM's widget install waits only 3 s.
-INSTALL_TIMEOUT = (3.0, 10.0)
+# amoCRM's widget install (the server-to-server GET with from_widget) waits about 3 s for our
+# answer, then hangs up. The handler keeps running after that (gunicorn and Flask do not abort a
+# request whose client left), so a slower install still completes server-side: the code is
+# exchanged and the account stored, amoCRM just never reads our 200. Being quick matters, but
+# not at the price of failing: the code is single-use and already spent once exchanged, so the
+# account read after it may retry. What is capped is the total: a person's browser waits on the
+# same flow, and nginx gives /auth 30 s. Each request gets INSTALL_TIMEOUT (connect, read); the
+# code exchange and the account read together get INSTALL_BUDGET_SECONDS, a retry starts only if
+# it can finish inside it, and a 429 is never waited out inline.
+INSTALL_TIMEOUT = (3.0, 7.0)
+INSTALL_BUDGET_SECONDS = 20.0
 
 
 def _now() -> datetime:
@@ -173,6 +183,7 @@ def complete_authorization(
         raise BadRequest("client_id is not this integration's", code="invalid_client_id")
     # Before anything leaves: the token call below carries our client secret to this host.
     host = allowed_host(referer, settings.allowed_domains)
+    deadline = time.monotonic() + INSTALL_BUDGET_SECONDS
     wanted: OAuthState | None = None
     if not from_widget:
         # amoCRM's widget install comes server-to-server with no state; every browser
@@ -188,7 +199,7 @@ def complete_authorization(
             f"amoCRM refused the authorization code ({exc.hint or 'rejected'}); start again",
             code="code_rejected",
         ) from exc
-    amo = read_account(settings, host, pair)
+    amo = read_account(settings, host, pair, deadline=deadline)
     result = store_installation(
         db,
         amo=amo,
@@ -210,8 +221,21 @@ def complete_authorization(
     return result
 
 
-def read_account(settings: Settings, host: str, pair: TokenPair) -> Account:
-    """`GET /api/v4/account` with the fresh token (the id is what everything keys on)."""
+def read_account(
+    settings: Settings, host: str, pair: TokenPair, *, deadline: float | None = None
+) -> Account:
+    """`GET /api/v4/account` with the fresh token (the id is what everything keys on).
+
+    `deadline` (time.monotonic()) ends the install budget: the first request always goes, a
+    retry only if it can still finish before it.
+    """
+    budget_end = deadline if deadline is not None else time.monotonic() + INSTALL_BUDGET_SECONDS
+
+    def sleep_within_budget(seconds: float) -> None:
+        if time.monotonic() + seconds + sum(INSTALL_TIMEOUT) > budget_end:
+            raise Transient("amoCRM did not answer GET /api/v4/account within the install budget")
+        time.sleep(seconds)
+
     # The account id (the shared throttle's key) is what this call finds out; one request
     # outside the shared schedule is well within amoCRM's limits.
     client = AmoCrmClient(
@@ -220,6 +244,10 @@ def read_account(settings: Settings, host: str, pair: TokenPair) -> Account:
         throttle=IntervalThrottle(rate=settings.amocrm_rate_limit_rps),
         timeout=INSTALL_TIMEOUT,
         max_attempts=2,
+        backoff_base=0.5,
+        backoff_cap=1.0,
+        max_inline_wait=1.0,
+        sleep=sleep_within_budget,
     )
     return client.get_account(with_=())
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from datetime import UTC, datetime
 
 import pytest
+import responses
 
+from shared.amocrm.errors import RateLimited, Transient
+from shared.amocrm.models import TokenPair
 from shared.errors import BadRequest, Unauthorized
 from shared.oauth_flow import (
     allowed_host,
     disable_signature,
+    read_account,
     render_page,
     validate_name,
     verify_disable_hook,
@@ -130,3 +136,42 @@ def test_page_escapes_everything() -> None:
     page = render_page("<b>t</b>", '<script>alert("x")</script>', ok=False)
     assert "<script>" not in page and "<b>" not in page
     assert "&lt;script&gt;" in page
+
+
+def _pair() -> TokenPair:
+    body = {"token_type": "Bearer", "expires_in": 86400, "access_token": "a", "refresh_token": "r"}
+    return TokenPair.from_token_response(body, now=datetime.now(UTC))
+
+
+ACCOUNT_BODY = {"id": 42, "name": "Acme", "subdomain": "acme"}
+
+
+def test_install_account_read_retries_only_inside_the_install_budget() -> None:
+    settings = get_settings()
+    url = f"{settings.amocrm_api_url}/api/v4/account"
+    with responses.RequestsMock() as mock:
+        mock.get(url, status=503, json={"title": "ErrInternalServer"})
+        mock.get(url, json=ACCOUNT_BODY)
+        account = read_account(settings, "acme.amocrm.ru", _pair(), deadline=time.monotonic() + 60)
+        assert account.id == 42 and len(mock.calls) == 2
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(url, status=503, json={"title": "ErrInternalServer"})
+        mock.get(url, json=ACCOUNT_BODY)
+        # Too little of the budget left for another full request: no retry.
+        with pytest.raises(Transient):
+            read_account(settings, "acme.amocrm.ru", _pair(), deadline=time.monotonic() + 5)
+        assert len(mock.calls) == 1
+
+
+def test_install_never_waits_out_a_long_rate_limit() -> None:
+    settings = get_settings()
+    with responses.RequestsMock() as mock:
+        mock.get(
+            f"{settings.amocrm_api_url}/api/v4/account",
+            status=429,
+            json={"title": "Too Many Requests", "retry_after": 60},
+        )
+        started = time.monotonic()
+        with pytest.raises(RateLimited):
+            read_account(settings, "acme.amocrm.ru", _pair())
+        assert time.monotonic() - started < 3
