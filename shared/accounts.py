@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.amocrm import errors as amo_errors
+from shared.clock import iso_utc
 from shared.db import Database, Row
 from shared.errors import BadRequest, NotFound
 
@@ -79,15 +80,10 @@ class AccountOverview(BaseModel):
             "amo_name": a.amo_name,
             "status": a.status,
             "status_reason": a.status_reason,
-            "token_expires_at": _iso(self.token_expires_at),
-            "token_refreshed_at": _iso(self.token_refreshed_at),
+            "token_expires_at": iso_utc(self.token_expires_at),
+            "token_refreshed_at": iso_utc(self.token_refreshed_at),
             "token_generation": self.token_generation,
         }
-
-
-def _iso(value: datetime | None) -> str | None:
-    # MySQL DATETIME comes back naive; every timestamp we store is UTC.
-    return value.replace(tzinfo=UTC).isoformat() if value is not None else None
 
 
 def get_account(db: Database, account_id: int) -> AccountRow | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from shared.amocrm.models import EMAIL_CODE, CustomField
+from shared.clock import utcnow
 from shared.db import Database
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def store_enum_codes(
     db: Database, account_id: int, fields: Iterable[CustomField]
 ) -> dict[int, str]:
     """Replace the account's cached enums with the ones just read from amoCRM."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     rows = [
         (account_id, enum.id, str(field.code), enum.value[:32], now)
         for field in fields
@@ -149,7 +150,7 @@ def refresh_due(db: Database, account_id: int) -> bool:
         "SELECT MAX(fetched_at) AS at FROM amo_field_enums WHERE account_id = %s", (account_id,)
     )
     fetched = row["at"] if row else None
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     return fetched is None or now - fetched >= ENUM_REFRESH_MIN_INTERVAL
 
 

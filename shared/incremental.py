@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pymysql
 
 from shared.accounts import AccountRow, get_account
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import AmoCrmClient
+from shared.clock import utcnow
 from shared.contacts import resolve_enum_codes, select_emails
 from shared.db import Database, DatabaseUnavailable, get_database
 from shared.jobs import ContactEvent, ContactEventsJob
@@ -281,7 +281,7 @@ def _deleted(item: _Timed, received_at: float) -> ContactState:
 
 def record_event_minute(db: Database, account_id: int, events: int) -> None:
     """Count applied events per account and minute (the status page chart)."""
-    minute = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    minute = utcnow().replace(second=0, microsecond=0)
     db.execute(
         "INSERT INTO event_minutes (account_id, minute, events) VALUES (%s, %s, %s) "
         "ON DUPLICATE KEY UPDATE events = events + VALUES(events)",

@@ -6,20 +6,16 @@ Both put what amoCRM or Unisender say beside our own state (`contacts`, `contact
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.accounts import AccountRow
 from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.models import Contact
+from shared.clock import iso_utc
 from shared.contacts import email_type, load_enum_codes, normalize_email, select_emails
 from shared.db import Database, Row
 from shared.sync import fetch_in
 from shared.unisender.client import UnisenderClient
-
-
-def _iso(value: Any) -> str | None:
-    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) else None
 
 
 def _member_json(row: Row) -> dict[str, Any]:
@@ -29,7 +25,7 @@ def _member_json(row: Row) -> dict[str, Any]:
         "name_sent": row["name_sent"],
         "error_code": row["error_code"],
         "error_message": row["error_message"],
-        "updated_at": _iso(row["updated_at"]),
+        "updated_at": iso_utc(row["updated_at"]),
     }
 
 

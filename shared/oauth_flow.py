@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pymysql
@@ -24,6 +24,7 @@ from shared.accounts import AccountRow, get_account
 from shared.amocrm.client import AmoCrmClient, StaticTokenProvider
 from shared.amocrm.errors import OAuthRejected, Transient
 from shared.amocrm.models import Account, TokenPair
+from shared.clock import utcnow
 from shared.crypto import new_secret, sha256_hex
 from shared.db import Database
 from shared.errors import BadRequest, Conflict, Unauthorized
@@ -52,10 +53,6 @@ _TRUE = {"1", "true", "yes", "on"}
 # it can finish inside it, and a 429 is never waited out inline.
 INSTALL_TIMEOUT = (3.0, 7.0)
 INSTALL_BUDGET_SECONDS = 20.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def validate_name(name: str) -> str:
@@ -103,7 +100,7 @@ class OAuthState:
 def create_state(db: Database, name: str, *, rebind_allowed: bool, ttl: timedelta) -> str:
     """A new single-use state for `name`; only its hash is stored."""
     state = new_secret(32)
-    now = _now()
+    now = utcnow()
     db.execute(
         "INSERT INTO oauth_states (state_hash, name, rebind_allowed, created_at, expires_at) "
         "VALUES (%s, %s, %s, %s, %s)",
@@ -123,7 +120,7 @@ def consume_state(db: Database, state: str) -> OAuthState:
     used = db.execute(
         "UPDATE oauth_states SET used_at = %s "
         "WHERE state_hash = %s AND used_at IS NULL AND expires_at > %s",
-        (_now(), state_hash, _now()),
+        (utcnow(), state_hash, utcnow()),
     )
     if used != 1:
         raise BadRequest(

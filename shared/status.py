@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from shared.clock import utcnow
 from shared.db import Database, Row
 from shared.jobs import JOB_TYPES
 from shared.queue import QueueUnavailable, get_queue
@@ -29,10 +30,6 @@ QUEUE_KEYS = (
     "current-watching",
     "total-jobs",
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -88,7 +85,7 @@ def queue_figures() -> dict[str, dict[str, Any]]:
 
 def events_per_minute(db: Database, *, minutes: int = CHART_MINUTES) -> list[tuple[datetime, int]]:
     """Contact events applied per minute over the last `minutes`, zeros included."""
-    end = _now().replace(second=0, microsecond=0)
+    end = utcnow().replace(second=0, microsecond=0)
     start = end - timedelta(minutes=minutes - 1)
     rows = db.fetch_all(
         "SELECT minute, SUM(events) AS n FROM event_minutes WHERE minute >= %s "
@@ -104,7 +101,7 @@ def events_per_minute(db: Database, *, minutes: int = CHART_MINUTES) -> list[tup
 
 def collect_status(db: Database, *, runs: int = 20, errors: int = 20) -> StatusSnapshot:
     """One snapshot; a queue that cannot be reached is reported, not fatal."""
-    snapshot = StatusSnapshot(taken_at=_now())
+    snapshot = StatusSnapshot(taken_at=utcnow())
     snapshot.accounts = account_rows(db)
     snapshot.runs = recent_runs(db, limit=runs)
     try:

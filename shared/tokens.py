@@ -20,6 +20,7 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import OAuthRejected, OAuthTransient, Unauthorized
 from shared.amocrm.models import TokenPair
 from shared.amocrm.oauth import AmoCrmOAuth
+from shared.clock import naive_utc
 from shared.crypto import get_secret_box
 from shared.db import Database, get_database
 from shared.jobs import RefreshTokenJob
@@ -41,11 +42,6 @@ class RefreshLockBusy(Exception):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    # DATETIME columns hold UTC without a zone.
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def encrypted_pair(pair: TokenPair) -> tuple[bytes, bytes, datetime]:
     return (
         box.encrypt(pair.access_token.get_secret_value()),
         box.encrypt(pair.refresh_token.get_secret_value()),
-        _naive_utc(pair.expires_at),
+        naive_utc(pair.expires_at),
     )
 
 
@@ -118,7 +114,7 @@ def save_rotated_pair(db: Database, account_id: int, pair: TokenPair, *, generat
     changed = db.execute(
         "UPDATE oauth_tokens SET access_token_enc = %s, refresh_token_enc = %s, expires_at = %s, "
         "refreshed_at = %s, generation = generation + 1 WHERE account_id = %s AND generation = %s",
-        (access, refresh, expires, _naive_utc(_utcnow()), account_id, generation),
+        (access, refresh, expires, naive_utc(_utcnow()), account_id, generation),
     )
     return changed == 1
 
@@ -265,7 +261,7 @@ def enqueue_expiring_refreshes(hours: int, *, every_minutes: int | None = None) 
     rows = db.fetch_all(
         "SELECT a.id FROM accounts a JOIN oauth_tokens t ON t.account_id = a.id "
         "WHERE a.status = 'active' AND t.expires_at <= %s ORDER BY t.expires_at",
-        (_naive_utc(_utcnow() + window),),
+        (naive_utc(_utcnow() + window),),
     )
     queue = get_queue()
     for row in rows:

@@ -6,9 +6,10 @@ import importlib
 import logging
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from shared.clock import utcnow
 from shared.db import Database, get_database
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
 from shared.queue import Consumer, ConsumerOptions, get_queue, hostname
@@ -45,10 +46,6 @@ WORKER_TYPES: dict[str, WorkerType] = {
 
 class RegistryError(Exception):
     """A registry rule refused the request (unknown type, over the maximum)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class WorkerRegistry:
@@ -89,7 +86,7 @@ class WorkerRegistry:
             cur.execute(
                 "SELECT COUNT(*) AS n FROM workers WHERE type = %s AND name <> %s "
                 "AND (last_heartbeat_at IS NULL OR last_heartbeat_at >= %s)",
-                (worker_type, name, _now() - DEAD_AFTER),
+                (worker_type, name, utcnow() - DEAD_AFTER),
             )
             count_row = cur.fetchone()
             count = count_row["n"] if count_row else 0
@@ -121,7 +118,7 @@ class WorkerRegistry:
         self.db.execute(
             "UPDATE workers SET host = %s, pid = %s, started_at = %s, last_heartbeat_at = %s "
             "WHERE type = %s AND name = %s",
-            (hostname(), os.getpid(), _now(), _now(), worker_type, name),
+            (hostname(), os.getpid(), utcnow(), utcnow(), worker_type, name),
         )
 
     def heartbeat(self, worker_type: str, name: str, jobs_done: int) -> bool:
@@ -134,7 +131,7 @@ class WorkerRegistry:
         self.db.execute(
             "UPDATE workers SET last_heartbeat_at = %s, jobs_done = %s "
             "WHERE type = %s AND name = %s",
-            (_now(), jobs_done, worker_type, name),
+            (utcnow(), jobs_done, worker_type, name),
         )
         return True
 
@@ -144,7 +141,7 @@ class WorkerRegistry:
             "l.max_workers FROM workers w LEFT JOIN worker_limits l ON l.type = w.type "
             "ORDER BY w.type, w.name"
         )
-        now = _now()
+        now = utcnow()
         for row in rows:
             beat = row["last_heartbeat_at"]
             if beat is None:
