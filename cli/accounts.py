@@ -57,7 +57,15 @@ def accounts_list(
             r["status"],
             r["token_expires_at"] or "-",
             r["token_refreshed_at"] or "-",
-            r["status_reason"] or "",
+            "; ".join(
+                x
+                for x in (
+                    r["status_reason"],
+                    r["paused_until"] and f"reconciles paused until {r['paused_until']}",
+                    r["paused_reason"],
+                )
+                if x
+            ),
         )
     console.print(table)
 

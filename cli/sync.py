@@ -150,6 +150,7 @@ def contacts(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per contact.")] = False,
 ) -> None:
     """Every amoCRM contact of an account with its emails, phones and sync state, page by page."""
+    from shared.amocrm.errors import AmoCrmError
     from shared.db import get_database
     from shared.lookup import contacts_page
     from shared.tokens import amocrm_client_for
@@ -160,7 +161,12 @@ def contacts(
     amo = amocrm_client_for(account, db=db)
     page, pages, total = cursor, 0, 0
     while True:
-        body = contacts_page(db, amo, account, page=page, limit=limit)
+        try:
+            # contacts_page records a 403/401 on the account (blocked / reauth_required).
+            body = contacts_page(db, amo, account, page=page, limit=limit)
+        except AmoCrmError as exc:
+            _fail(f"amoCRM refused page {page}: {type(exc).__name__}: {exc}")
+            return
         pages += 1
         total += body["count"]
         if as_json:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.amocrm import errors as amo_errors
-from shared.clock import iso_utc
+from shared.clock import iso_utc, utcnow
 from shared.db import Database, Row
 from shared.errors import BadRequest, NotFound
 
@@ -19,7 +21,15 @@ AccountStatus = Literal["active", "reauth_required", "disabled", "blocked"]
 STATUSES: tuple[str, ...] = get_args(AccountStatus)
 
 # Interpolated into SQL below: a constant, never input (hence the S608 waivers).
-_COLUMNS = "id, name, host, amo_name, status, status_reason, email_types, created_at, updated_at"
+_COLUMNS = (
+    "id, name, host, amo_name, status, status_reason, paused_until, paused_reason, email_types, "
+    "created_at, updated_at"
+)
+
+# How long scheduled reconciles leave an account alone after amoCRM answered 402 (unpaid). A
+# reconcile runs every 15 minutes: without the pause that is ~100 failing requests a day for
+# as long as the bill is open; with it, four, and sync resumes within hours of the payment.
+UNPAID_PAUSE = timedelta(hours=6)
 
 
 class AccountRow(BaseModel):
@@ -33,6 +43,9 @@ class AccountRow(BaseModel):
     amo_name: str = ""
     status: AccountStatus = "active"
     status_reason: str | None = None
+    # Scheduled reconciles skip the account until then (naive UTC); see `record_amocrm_failure`.
+    paused_until: datetime | None = None
+    paused_reason: str | None = None
     # None = every email type syncs; otherwise only these enum codes (WORK, PRIV, OTHER).
     email_types: frozenset[str] | None = None
     created_at: datetime | None = None
@@ -41,6 +54,10 @@ class AccountRow(BaseModel):
     @property
     def is_active(self) -> bool:
         return self.status == "active"
+
+    def is_paused(self, now: datetime | None = None) -> bool:
+        """True while scheduled reconciles leave this account alone (`paused_until` ahead)."""
+        return self.paused_until is not None and self.paused_until > (now or utcnow())
 
     @classmethod
     def from_row(cls, row: Row) -> AccountRow:
@@ -57,6 +74,8 @@ class AccountRow(BaseModel):
             amo_name=row.get("amo_name") or "",
             status=row["status"],
             status_reason=row.get("status_reason"),
+            paused_until=row.get("paused_until"),
+            paused_reason=row.get("paused_reason"),
             email_types=types or None,
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
@@ -80,6 +99,8 @@ class AccountOverview(BaseModel):
             "amo_name": a.amo_name,
             "status": a.status,
             "status_reason": a.status_reason,
+            "paused_until": iso_utc(a.paused_until) if a.is_paused() else None,
+            "paused_reason": a.paused_reason if a.is_paused() else None,
             "token_expires_at": iso_utc(self.token_expires_at),
             "token_refreshed_at": iso_utc(self.token_refreshed_at),
             "token_generation": self.token_generation,
@@ -173,8 +194,16 @@ def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> 
     rejected grant (`OAuthRejected`) → `reauth_required`. Neither heals by retrying (reference
     §1.5, §5: "never retry it in a loop; stop and alert"), and reconciles, refreshes and sync runs
     skip accounts that are not active, so this is what ends the loop. A new OAuth install sets the
-    account active again. Anything else (transient, 402, 400) returns False and changes nothing.
+    account active again.
+
+    402 (`PaymentRequired`, account unpaid) is not terminal and keeps the status: paying restores
+    access with nothing for anyone to do here, and stopping the account would need a re-install.
+    It pauses scheduled reconciles for `UNPAID_PAUSE` instead (`pause_reconciles`) and returns
+    False. Anything else (transient, 400) returns False and changes nothing.
     """
+    if isinstance(exc, amo_errors.PaymentRequired):
+        pause_reconciles(db, account_id, f"amoCRM account unpaid (402): {exc}"[:255])
+        return False
     if isinstance(exc, amo_errors.AccountBlocked):
         status: AccountStatus = "blocked"
         allowed_from: tuple[AccountStatus, ...] = ("active",)
@@ -204,3 +233,48 @@ def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> 
             },
         )
     return True
+
+
+@contextmanager
+def amocrm_failures_recorded(db: Database, account_id: int) -> Iterator[None]:
+    """Pass amoCRM errors raised inside through `record_amocrm_failure`, then re-raise them."""
+    try:
+        yield
+    except amo_errors.AmoCrmError as exc:
+        record_amocrm_failure(db, account_id, exc)
+        raise
+
+
+def pause_reconciles(
+    db: Database, account_id: int, reason: str, *, pause: timedelta = UNPAID_PAUSE
+) -> bool:
+    """Keep scheduled reconciles away from the account for `pause`; True if it was not paused.
+
+    A pause already running is left as it is (a manual sync meeting the same 402 does not
+    extend it), so the warning is logged once per pause.
+    """
+    now = utcnow()
+    started = (
+        db.execute(
+            "UPDATE accounts SET paused_until = %s, paused_reason = %s "
+            "WHERE id = %s AND (paused_until IS NULL OR paused_until <= %s)",
+            (now + pause, reason[:255], account_id, now),
+        )
+        > 0
+    )
+    if started:
+        log.warning(
+            "scheduled reconciles of the account paused",
+            extra={
+                "event": "account_reconciles_paused",
+                "account_id": account_id,
+                "paused_until": iso_utc(now + pause),
+                "reason": reason[:200],
+            },
+        )
+    return started
+
+
+def reconcile_allowed_sql(alias: str = "a") -> str:
+    """SQL condition true for accounts whose scheduled reconciles are not paused (a constant)."""
+    return f"({alias}.paused_until IS NULL OR {alias}.paused_until <= UTC_TIMESTAMP(6))"

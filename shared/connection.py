@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from shared import errors
-from shared.accounts import AccountRow
+from shared.accounts import AccountRow, amocrm_failures_recorded, record_amocrm_failure
+from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import AmoCrmError
 from shared.contacts import EMAIL_TYPES, parse_email_types
 from shared.db import Database
@@ -76,18 +77,8 @@ def connect(
 
     secret = ensure_webhook_secret(db, account.id)
     destination = webhook_destination(account.id, secret)
-    amo = amocrm_client_for(account, db=db)
-    current = [
-        h for h in amo.list_webhooks() if h.destination.startswith(destination_prefix(account.id))
-    ]
-    for hook in current:
-        if hook.destination != destination:
-            amo.delete_webhook(hook.destination)  # an old secret of ours: it must stop working
-    mine = next((h for h in current if h.destination == destination), None)
-    if mine is None or mine.disabled or set(mine.settings) != set(WEBHOOK_EVENTS):
-        if mine is not None:
-            amo.delete_webhook(destination)
-        amo.subscribe_webhook(destination, list(WEBHOOK_EVENTS))
+    with amocrm_failures_recorded(db, account.id):
+        _subscribe_webhooks(amocrm_client_for(account, db=db), account.id, destination)
 
     link = save_unisender_link(db, account.id, api_key=key, list_id=list_id, list_title=title)
     db.execute(
@@ -105,6 +96,20 @@ def connect(
         "webhook": {"subscribed": True, "events": list(WEBHOOK_EVENTS)},
         "sync": sync,
     }
+
+
+def _subscribe_webhooks(amo: AmoCrmClient, account_id: int, destination: str) -> None:
+    current = [
+        h for h in amo.list_webhooks() if h.destination.startswith(destination_prefix(account_id))
+    ]
+    for hook in current:
+        if hook.destination != destination:
+            amo.delete_webhook(hook.destination)  # an old secret of ours: it must stop working
+    mine = next((h for h in current if h.destination == destination), None)
+    if mine is None or mine.disabled or set(mine.settings) != set(WEBHOOK_EVENTS):
+        if mine is not None:
+            amo.delete_webhook(destination)
+        amo.subscribe_webhook(destination, list(WEBHOOK_EVENTS))
 
 
 def _start_first_sync(db: Database, account_id: int) -> dict[str, Any]:
@@ -145,6 +150,7 @@ def disconnect(db: Database, account: AccountRow) -> dict[str, Any]:
             )
             removed = True
         except AmoCrmError as exc:
+            record_amocrm_failure(db, account.id, exc)
             # The secret is cleared below, so a hook we could not delete only earns 404s and
             # amoCRM disables it; the disconnect itself must not depend on amoCRM.
             log.warning(

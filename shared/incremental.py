@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pymysql
 
-from shared.accounts import AccountRow, get_account
+from shared.accounts import AccountRow, get_account, record_amocrm_failure
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import AmoCrmClient
 from shared.clock import utcnow
@@ -111,6 +111,7 @@ def settle_account_jobs(
         )
         return
     except Exception as exc:  # one account's trouble never settles another's jobs
+        _record_account_failure(db, account_id, exc)
         decision = classify_failure(exc)
         one_job_at_fault = not isinstance(exc, _ACCOUNT_WIDE)
         if isinstance(decision, PoisonJob) and len(deliveries) > 1 and one_job_at_fault:
@@ -139,6 +140,16 @@ def settle_account_jobs(
         )
 
 
+def _record_account_failure(db: Database, account_id: int, exc: BaseException) -> None:
+    """A 403/401 stops the account (402 pauses its reconciles), as full sync and refresh do."""
+    try:
+        record_amocrm_failure(db, account_id, exc)
+    except Exception:  # the jobs are settled regardless; the next refusal records it again
+        log.warning(
+            "could not record the amoCRM refusal", extra={"account_id": account_id}, exc_info=True
+        )
+
+
 def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
     """Transient trouble → retry with backoff; what can never succeed as it is → bury."""
     if isinstance(exc, RetryJob | PoisonJob):
@@ -157,6 +168,10 @@ def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
         return RetryJob(f"amoCRM unavailable: {exc}")
     if isinstance(exc, amo_errors.Unauthorized | amo_errors.OAuthRejected):
         return PoisonJob("amoCRM refused the account's tokens: re-authorize, then replay")
+    if isinstance(exc, amo_errors.AccountBlocked):
+        return PoisonJob("amoCRM blocked the account (403): re-authorize once lifted, then replay")
+    if isinstance(exc, amo_errors.PaymentRequired):
+        return PoisonJob("amoCRM account unpaid (402): replay once it is paid")
     if isinstance(exc, amo_errors.AmoCrmError):
         return PoisonJob(f"amoCRM refused: {type(exc).__name__}: {exc}")
     if isinstance(exc, DatabaseUnavailable):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.accounts import AccountRow
+from shared.accounts import AccountRow, amocrm_failures_recorded
 from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.models import Contact
 from shared.clock import iso_utc
@@ -34,8 +34,9 @@ def contacts_page(
 ) -> dict[str, Any]:
     """One amoCRM page of the account's contacts (in id order) with our sync state for each."""
     # Only the first page is taken: the iterator would follow `next` links if asked for more.
-    pages = amo.iter_contact_pages(limit=limit, order={"id": "asc"}, start_page=page)
-    first = next(iter(pages), None)
+    with amocrm_failures_recorded(db, account.id):  # a 403/401 stops the account
+        pages = amo.iter_contact_pages(limit=limit, order={"id": "asc"}, start_page=page)
+        first = next(iter(pages), None)
     contacts = first.contacts if first is not None else []
     items = _with_sync_state(db, account, contacts)
     has_next = len(contacts) == limit

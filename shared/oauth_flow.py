@@ -287,7 +287,8 @@ def store_installation(
                 "INSERT INTO accounts (id, name, host, amo_name, status, status_reason) "
                 "VALUES (%s, %s, %s, %s, 'active', NULL) ON DUPLICATE KEY UPDATE "
                 "name = VALUES(name), host = VALUES(host), amo_name = VALUES(amo_name), "
-                "status = 'active', status_reason = NULL",
+                "status = 'active', status_reason = NULL, paused_until = NULL, "
+                "paused_reason = NULL",
                 (amo.id, final_name, host, amo.name[:255]),
             )
             # refreshed_at stays NULL: it records refreshes, and a new grant is not one.

@@ -51,6 +51,8 @@ def account_rows(db: Database) -> list[Row]:
     """Accounts with token expiry, Unisender list and member counts (no secrets are read)."""
     return db.fetch_all(
         "SELECT a.id, a.name, a.host, a.status, a.status_reason, t.expires_at AS token_expires_at, "
+        "IF(a.paused_until > UTC_TIMESTAMP(6), a.paused_until, NULL) AS paused_until, "
+        "a.paused_reason, "
         "u.list_id, u.list_title, "
         "(SELECT COUNT(*) FROM list_members m WHERE m.account_id = a.id AND m.state = 'member') "
         "AS members, "
@@ -211,7 +213,14 @@ def render_status_page(s: StatusSnapshot) -> str:
                 a["name"],
                 a["id"],
                 a["host"],
-                a["status"] + (f": {a['status_reason']}" if a["status_reason"] else ""),
+                a["status"]
+                + (f": {a['status_reason']}" if a["status_reason"] else "")
+                + (
+                    f"; reconciles paused until {a['paused_until']:%Y-%m-%d %H:%M}: "
+                    f"{a['paused_reason']}"
+                    if a["paused_until"]
+                    else ""
+                ),
                 _expiry(a["token_expires_at"], now),
                 f"{a['list_title']} (#{a['list_id']})" if a["list_id"] else "not connected",
                 a["members"],
