@@ -348,3 +348,37 @@ def test_disable_hook(client: Any, amo: AmoSandbox, db: Database) -> None:  # no
         "SELECT 1 AS x FROM unisender_settings WHERE account_id = %s", (account_id,)
     )
     assert link is not None
+
+
+@pytest.mark.parametrize("flow", ["widget", "browser"])
+@pytest.mark.parametrize("code", ["not-a-code", "expired"])
+def test_a_rejected_authorization_code_is_the_callers_400(
+    client: Any,
+    amo: AmoSandbox,  # noqa: F811
+    db: Database,
+    flow: str,
+    code: str,
+) -> None:
+    account_id = amo.new_account()
+    host = amo.world.account(account_id).host
+    if code == "expired":
+        # A real code, already spent once: amoCRM refuses it like an expired one.
+        code = amo.code(account_id)
+        assert (
+            callback(client, {"code": code, "referer": host, "from_widget": "1"}).status_code == 200
+        )
+        db.execute("DELETE FROM accounts WHERE id = %s", (account_id,))
+    params = {"code": code, "referer": host}
+    if flow == "widget":
+        params["from_widget"] = "1"
+    else:
+        params["state"] = start(client, f"rejected-{account_id}")
+    resp = callback(client, params)
+    assert resp.status_code == 400, resp.data
+    assert resp.mimetype == "application/json"
+    assert resp.json["error"]["code"] == "code_rejected"
+    assert get_account(db, account_id) is None
+    # A browser gets the same answer as a page.
+    if flow == "widget":
+        page = callback(client, params, Accept="text/html")
+        assert page.status_code == 400 and page.mimetype == "text/html"
