@@ -4,6 +4,7 @@ import contextlib
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response
 
 from shared import oauth_flow
 from shared.db import get_database
@@ -22,7 +23,7 @@ PAGE_HEADERS = {
 
 @functions_framework.http
 @endpoint("auth")
-def auth(request: flask.Request) -> flask.Response:
+def auth(request: flask.Request) -> Response:
     require_method(request, "GET")
     path = request.path.rstrip("/")
     if path.endswith("/disable"):
@@ -40,7 +41,7 @@ def auth(request: flask.Request) -> flask.Response:
         return _page("Authorization failed", exc.message, exc.status, ok=False)
 
 
-def _oauth(request: flask.Request) -> flask.Response:
+def _oauth(request: flask.Request) -> Response:
     args = request.args
     settings = get_settings()
     if args.get("error"):
