@@ -136,15 +136,16 @@ def endpoint(function_name: str) -> Callable[[Handler], Callable[[flask.Request]
             finally:
                 request_id_var.reset(token)
             response.headers["X-Request-Id"] = request_id
-            log.debug(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            if log.isEnabledFor(logging.DEBUG):  # the access line is off in production
+                log.debug(
+                    "request",
+                    extra={
+                        "method": request.method,
+                        "path": request.path,
+                        "status": response.status_code,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
             return response
 
         return wrapper

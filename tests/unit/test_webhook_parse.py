@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import re
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.amocrm.webhooks import WebhookParseError, parse_form, parse_id, parse_webhook
+from shared.amocrm import webhooks
+from shared.amocrm.webhooks import (
+    MAX_PAIRS,
+    WebhookParseError,
+    event_json_bound,
+    parse_form,
+    parse_id,
+    parse_webhook,
+    split_pairs,
+)
+from shared.jobs import ContactEvent, EmailValue
 from shared.webhook_intake import split_events
 
 pytestmark = pytest.mark.unit
@@ -242,3 +255,152 @@ def test_big_posts_split_into_jobs_under_the_size_limit() -> None:
 )
 def test_ids_are_bounded_ascii_digits(text: str, expected: int | None) -> None:
     assert parse_id(text) == expected
+
+
+# --- the fast form parser is held to the standard library's and to the former tree builder ----
+
+_FORM_CHARS = st.one_of(
+    st.sampled_from(["&", "=", "+", "%", "[", "]", "%5B", "%5D", "%5b", "%5d", "%20", "%2B"]),
+    st.sampled_from(["%26", "%3D", "%25", "%zz", "%e2%82", "%E2%82%AC", "%C3", "%FF", "%0A"]),
+    st.sampled_from(["a", "b", "0", "1", "contacts", "id", "", " ", "é", "€", "\n", "\x00"]),
+    st.text(max_size=3),
+)
+_FORMS = st.lists(_FORM_CHARS, max_size=40).map("".join)
+
+
+def _stdlib_pairs(text: str) -> list[tuple[str, str]] | str:
+    try:
+        return parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_PAIRS
+        )
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def _fast_pairs(text: str) -> list[tuple[str, str]] | str:
+    try:
+        return split_pairs(text)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_FORMS)
+def test_split_pairs_gives_what_parse_qsl_gives(text: str) -> None:
+    assert _fast_pairs(text) == _stdlib_pairs(text)
+    assert _fast_pairs(text) == _stdlib_pairs(text)  # again: now from the key cache
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=12))
+def test_split_pairs_reads_back_what_urlencode_wrote(pairs: list[tuple[str, str]]) -> None:
+    text = urlencode(pairs)
+    assert split_pairs(text) == _stdlib_pairs(text)
+
+
+def test_split_pairs_counts_fields_like_parse_qsl() -> None:
+    text = "&".join(["a=1"] * (MAX_PAIRS + 1))
+    assert _fast_pairs(text) == _stdlib_pairs(text) == "ValueError: Max number of fields exceeded"
+
+
+def _reference_form(body: str) -> dict[str, object] | str:
+    """The tree builder before the fast path: parse_qsl, then one regex match per key."""
+    try:
+        pairs = parse_qsl(
+            body, keep_blank_values=True, strict_parsing=bool(body), max_num_fields=MAX_PAIRS
+        )
+    except ValueError as exc:
+        return f"not a form-encoded body: {exc}"
+    tree: dict[str, object] = {}
+    for key, value in pairs:
+        match = re.match(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$", key)
+        if match is None:
+            return f"malformed key {key[:80]!r}"
+        path = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
+        node = tree
+        for depth, part in enumerate(path):
+            if part == "":
+                part = str(sum(1 for k in node if parse_id(k) is not None))
+            if depth == len(path) - 1:
+                if isinstance(node.get(part), dict):
+                    return f"key {key[:80]!r} is both a value and a group"
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    return f"key {key[:80]!r} is both a value and a group"
+                node = child
+    return tree
+
+
+def _fast_form(body: str) -> dict[str, object] | str:
+    try:
+        return parse_form(body)
+    except WebhookParseError as exc:
+        return str(exc)
+
+
+_SEGMENTS = st.sampled_from(["", "0", "1", "2", "a", "b", "x y", "[", "]", "%5B", "é"])
+_KEYS = st.builds(
+    lambda head, segs: head + "".join(f"[{s}]" for s in segs),
+    st.sampled_from(["a", "b", "contacts", "", "c]d", "e[f"]),
+    st.lists(_SEGMENTS, max_size=4),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.tuples(_KEYS, st.sampled_from(["1", "", "v", "a+b", "%40"])), max_size=10))
+def test_parse_form_builds_the_tree_the_former_builder_built(pairs: list[tuple[str, str]]) -> None:
+    body = "&".join(f"{quote(k, safe='[]')}={v}" for k, v in pairs)
+    assert _fast_form(body) == _reference_form(body)
+    assert _fast_form(body) == _reference_form(body)  # again: now from the key caches
+
+
+def test_the_key_caches_stay_bounded() -> None:
+    for i in range(3 * webhooks._KEY_CACHE_SIZE):
+        parse_form(f"k{i}[x]=1&{'y' * 200}{i}=2")
+    assert len(webhooks._KEYS) <= webhooks._KEY_CACHE_SIZE
+    assert len(webhooks._PATHS) <= webhooks._KEY_CACHE_SIZE
+    assert not any(len(k) > webhooks._KEY_CACHE_LENGTH for k in webhooks._KEYS)
+
+
+_EVENT_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.builds(
+        ContactEvent,
+        action=st.sampled_from(["add", "update", "delete", "restore"]),
+        contact_id=st.integers(min_value=1, max_value=2**63 - 1),
+        name=_EVENT_TEXT,
+        updated_at=st.integers(min_value=0, max_value=2**63 - 1),
+        emails=st.one_of(
+            st.none(),
+            st.lists(
+                st.builds(
+                    EmailValue,
+                    value=_EVENT_TEXT,
+                    enum_id=st.one_of(st.none(), st.integers(min_value=0, max_value=2**63 - 1)),
+                    enum_code=st.one_of(st.none(), st.text(max_size=32)),
+                ),
+                max_size=4,
+            ),
+        ),
+    )
+)
+def test_event_json_bound_is_never_below_the_json(event: ContactEvent) -> None:
+    assert len(event.model_dump_json()) <= event_json_bound(event)
+
+
+def test_split_events_measures_exactly_when_the_bound_says_it_may_not_fit() -> None:
+    events = [
+        ContactEvent(action="update", contact_id=i + 1, name="\x01" * 200, emails=[])
+        for i in range(60)
+    ]
+    groups = split_events(events, max_bytes=48_000)
+    assert [e for g in groups for e in g] == events
+    assert len(groups) > 1
+    assert all(sum(len(e.model_dump_json()) + 1 for e in g) <= 48_000 for g in groups)
+    assert split_events(events[:3]) == [events[:3]]
+    assert split_events([]) == []
