@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from typer.testing import CliRunner
 
 from cli.devstack import Stack
 from cli.main import app
+from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
+from shared.queue import get_queue
 from tests.e2e.flows_accounts import install_account
 from tests.e2e.flows_sync import (
     SyncAccount,
@@ -160,37 +163,61 @@ def test_a_poison_event_is_buried_shown_and_replayable(
     assert _parked(db, account.account_id) == []
 
 
-# Known bug (shared/incremental.py, reported to the webhook work's owner): a batch's events are
-# applied per account in one go, and any failure retries every job of that account in the
-# batch; a permanent one (here MySQL's out-of-range id) is classified as transient, so after
-# JOB_MAX_ATTEMPTS the healthy jobs are buried with the poison. The fix: bound ids at intake
-# (BIGINT), classify data errors as poison, and on a failure re-try jobs one by one.
-@pytest.mark.xfail(strict=True, reason="one poison event buries its whole batch (incremental)")
 def test_one_poison_event_does_not_hold_back_the_rest_of_its_batch(
     stack: Stack, isolated_env: dict[str, str], db
 ) -> None:  # type: ignore[no-untyped-def]
-    """A webhook whose contact id is past BIGINT passes the intake; only it may be parked."""
+    """A job whose contact id is past BIGINT, queued among healthy jobs of the same account.
+
+    The webhook intake skips such ids now, so the job goes on the queue directly (as one queued
+    before that check, or by any other producer, would be): MySQL refuses it, and only it may be
+    parked; the jobs beside it in the consumer's batch are applied.
+    """
     account = _connected(stack, isolated_env)
-    hooks = amo_control(stack, "GET", f"/accounts/{account.account_id}")["webhooks"]
-    destination = next(h["destination"] for h in hooks if "/webhook/" in h["destination"])
-    url = destination.replace(isolated_env["PUBLIC_URL"].rstrip("/"), stack.gateway_url)
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    poison = (
-        f"account[id]={account.account_id}&contacts[add][0][id]={2**64}"
-        "&contacts[add][0][name]=Too+Big&contacts[add][0][type]=contact"
-        "&contacts[add][0][custom_fields][0][id]=1&contacts[add][0][custom_fields][0][code]=EMAIL"
-        "&contacts[add][0][custom_fields][0][values][0][value]=too.big@example.com"
-    )
-    assert requests.post(url, data=poison, headers=form, timeout=10).status_code == 200
-    _changes(
+    healthy = [f"healthy.{n}@example.com" for n in range(3)]
+    added = _changes(
         stack,
         account.account_id,
-        add=[{"name": "Healthy Hal", "emails": ["healthy.hal@example.com"]}],
+        notify=False,
+        add=[{"name": f"Healthy {n}", "emails": [email]} for n, email in enumerate(healthy)],
+    )["added"]
+    now = int(time.time())
+
+    def job(event: ContactEvent) -> ContactEventsJob:
+        return ContactEventsJob(account_id=account.account_id, events=[event], received_at=now)
+
+    def healthy_job(n: int) -> ContactEventsJob:
+        email = EmailValue(value=healthy[n])
+        return job(
+            ContactEvent(
+                action="add",
+                contact_id=added[n],
+                name=f"Healthy {n}",
+                updated_at=now,
+                emails=[email],
+            )
+        )
+
+    poison = ContactEvent.model_construct(
+        action="add",
+        contact_id=2**64,
+        name="Too Big",
+        updated_at=now,
+        emails=[EmailValue(value="too.big@example.com")],
     )
+    # Back to back, so the consumer's batch (it lingers for more jobs) holds all four.
+    queue = get_queue()
+    queue.put(healthy_job(0))
+    poison_id = queue.put(job(poison))
+    queue.put(healthy_job(1))
+    queue.put(healthy_job(2))
+
     wait_for(
-        lambda: "healthy.hal@example.com" in list_addresses(stack, account),
+        lambda: set(healthy) <= list_addresses(stack, account),
         timeout=45,
-        what="the healthy event of the same batch to be applied",
+        what="the healthy jobs of the same batch to be applied",
     )
     parked = wait_for(lambda: _parked(db, account.account_id), timeout=45, what="the poison")
-    assert len(parked) == 1
+    assert [p["job_id"] for p in parked] == [poison_id]
+    assert "database refused the event's data" in parked[0]["reason"]
+    time.sleep(2)  # nothing else gets parked afterwards
+    assert len(_parked(db, account.account_id)) == 1
