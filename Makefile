@@ -62,5 +62,7 @@ check-compose:  ## Static validation of both compose setups (no engine needed)
 	docker-compose -f docker-compose.yml config --quiet
 	docker-compose -f docker-compose.yml -f docker-compose.sandbox.yml --profile sandbox config --quiet
 
-bench:  ## Benchmarks (minutes; not part of `make test`), figures go to BENCHMARKS.md
+bench:  ## Benchmarks (minutes; not part of `make test`; needs wrk), figures go to BENCHMARKS.md
+	@# The ingest benchmark drives the gateway with wrk: fail now, not minutes into the run.
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk, the HTTP load generator: sudo apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.run_all
