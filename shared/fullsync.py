@@ -12,13 +12,18 @@ account's watermark; it cannot see deletions, which the daily full run repairs.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import queue
+import random
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import greenstalk
 
@@ -50,6 +55,16 @@ IMPORT_BATCH_ROWS = 500  # Unisender's importContacts maximum
 # amoCRM's "uncontrolled scans" blocking rule.
 VERIFY_UNSEEN_MAX = 200
 _UNSEEN_BATCH = 200
+# A full run reads amoCRM pages in a thread of its own, this many ahead of the page being
+# applied: the next request goes out at its rate-limit slot instead of after our processing and
+# imports, and memory stays a few pages whatever the account's size.
+PREFETCH_PAGES = 2
+# While the reader waits that long for a page (a 429 pause, retries), the job's TTR is renewed.
+_PREFETCH_TOUCH_SECONDS = 10.0
+# How long a stopped reader may take to finish its request in flight before we go on without it.
+_PREFETCH_JOIN_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -212,9 +227,14 @@ def run_lock_name(db: Database, account_id: int) -> str:
 
 
 def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
-    """Worker type `full-sync`: run each job's sync to the end (or to its next retry)."""
+    """Worker type `full-sync`: run each job's sync to the end (or to its next retry).
+
+    A run is marked failed exactly when the queue stops retrying its job: a known-transient
+    failure (RetryJob) when the job's retry budget cannot cover the next delay, an unexpected
+    exception after JOB_MAX_ATTEMPTS (the consumer's own rules, see shared.queue).
+    """
     db = get_database()
-    max_attempts = get_settings().job_max_attempts
+    settings = get_settings()
     for delivery in batch:
         job = delivery.job
         try:
@@ -225,10 +245,35 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
             log.info("sync run busy elsewhere", extra={"run_id": job.run_id, "delay": exc.delay})
             delivery.retry(exc.reason, delay=exc.delay)
         except RetryJob as exc:
+            # The delay is chosen here, not by the consumer, so both sides agree on the give-up.
+            delay = int(exc.delay) if exc.delay is not None else _backoff(delivery.attempts)
             _record_error(db, job.run_id, exc.reason)
-            if delivery.attempts >= max_attempts:
-                _finish(db, job.run_id, FAILED, f"gave up: {exc.reason}")
-            delivery.retry(exc.reason, delay=exc.delay)
+            if delivery.age + delay > settings.job_retry_budget_seconds:
+                _finish(
+                    db,
+                    job.run_id,
+                    FAILED,
+                    f"gave up after {delivery.attempts} attempts in {delivery.age} s: {exc.reason}",
+                )
+            delivery.retry(exc.reason, delay=delay)
+        except Exception as exc:
+            log.exception("sync run failed unexpectedly", extra={"run_id": job.run_id})
+            reason = f"{type(exc).__name__}: {exc}"
+            _record_error(db, job.run_id, reason)
+            if delivery.attempts >= settings.job_max_attempts:
+                _finish(
+                    db, job.run_id, FAILED, f"gave up after {delivery.attempts} attempts: {reason}"
+                )
+            delivery.retry(reason, transient=False)
+
+
+def _backoff(attempts: int) -> int:
+    """The consumer's backoff (capped exponential with jitter) for this attempt, in seconds."""
+    settings = get_settings()
+    capped = min(
+        settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 2 ** (attempts - 1)
+    )
+    return max(1, int(random.uniform(capped / 2, capped)))
 
 
 def _lease_keeper(delivery: Delivery[FullSyncJob]) -> Callable[[], None]:
@@ -340,6 +385,80 @@ def _record_error(db: Database, run_id: int, reason: str) -> None:
     db.execute("UPDATE sync_runs SET error = %s WHERE id = %s", (reason[:1000], run_id))
 
 
+def read_ahead(
+    source: Iterator[T],
+    *,
+    ahead: int = PREFETCH_PAGES,
+    on_wait: Callable[[], None] = lambda: None,
+    on_exit: Callable[[], None] = lambda: None,
+    wait_seconds: float = _PREFETCH_TOUCH_SECONDS,
+) -> Generator[T, None, None]:
+    """The items of `source`, read by a thread of its own at most `ahead` items ahead.
+
+    An exception of the source is raised here, in order, after the items before it. Closing
+    this iterator (use contextlib.closing: an exception in the caller's loop does not close it)
+    stops the reader, closes the source in the reader's thread and waits for it. `on_wait` runs
+    in the caller's thread whenever an item takes `wait_seconds`; `on_exit` in the reader's
+    thread when it ends. The reader keeps the caller's context (request id in its logs).
+    """
+    if ahead < 1:
+        raise ValueError("ahead must be >= 1")
+    # The reader takes a permit before reading an item; the caller gives it back on taking one.
+    permits = threading.Semaphore(ahead)
+    slots: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def permitted() -> bool:
+        while not stop.is_set():
+            if permits.acquire(timeout=0.2):
+                return True
+        return False
+
+    def read() -> None:
+        try:
+            items = iter(source)
+            while permitted():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    slots.put(("end", None))
+                    return
+                slots.put(("item", item))
+        except BaseException as exc:  # handed over and raised in the caller's thread
+            slots.put(("error", exc))
+        finally:
+            close = getattr(source, "close", None)
+            try:
+                if close is not None:
+                    close()
+            finally:
+                on_exit()
+
+    reader = threading.Thread(
+        target=contextvars.copy_context().run, args=(read,), name="read-ahead", daemon=True
+    )
+    reader.start()
+    try:
+        while True:
+            try:
+                kind, value = slots.get(timeout=wait_seconds)
+            except queue.Empty:
+                on_wait()
+                continue
+            if kind == "item":
+                permits.release()
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        reader.join(_PREFETCH_JOIN_SECONDS)
+        if reader.is_alive():
+            log.warning("read-ahead thread still busy after its reader stopped")
+
+
 @dataclass
 class _Pending:
     """Contact states read but not applied yet, with the page each came from."""
@@ -418,6 +537,7 @@ class _Runner:
             list_id=self.list_id,
             states=states,
             run_id=self.run_id if mark_seen else None,
+            keep_alive=self.keep_alive,
         )
         self.keep_alive()
         return result
@@ -457,14 +577,19 @@ class _Runner:
         pending = _Pending()
         done_through = start_page - 1
         last_read = done_through
-        for page in self.amo.iter_contact_pages(
-            limit=MAX_PAGE, order={"id": "asc"}, start_page=start_page
-        ):
-            self.keep_alive()
-            pending.add(page.page, (self.state_of(c) for c in page.contacts))
-            last_read = page.page
-            while pending.rows >= IMPORT_BATCH_ROWS:
-                done_through = self._flush(pending, done_through, last_read)
+        pages = read_ahead(
+            self.amo.iter_contact_pages(limit=MAX_PAGE, order={"id": "asc"}, start_page=start_page),
+            on_wait=self.keep_alive,
+            # The reader's throttle slots and token reads use a connection of its own thread.
+            on_exit=self.db.close,
+        )
+        with contextlib.closing(pages):
+            for page in pages:
+                self.keep_alive()
+                pending.add(page.page, (self.state_of(c) for c in page.contacts))
+                last_read = page.page
+                while pending.rows >= IMPORT_BATCH_ROWS:
+                    done_through = self._flush(pending, done_through, last_read)
         while pending.states:
             done_through = self._flush(pending, done_through, last_read)
         self.exclude_unseen()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from shared.accounts import get_account, mark_account_status
 from shared.db import Database, get_database
 from shared.jobs import FullSyncJob
 from shared.oauth_flow import complete_authorization
-from shared.queue import Delivery, get_queue
+from shared.queue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link
@@ -191,8 +192,10 @@ def test_full_sync_streams_pages_into_500_row_imports(env: Sandboxes) -> None:
     assert run["status"] == "done", run["error"]
     assert len(env.page_requests(acc.account_id)) == 5
     assert [c["rows"] for c in acc.import_calls()] == [500, 500, 201]
-    # Pipelined: the first import went out after two pages, not after the whole account.
-    assert applied_after_pages[0] == (2, 500)
+    # Pipelined: the first import went out after two pages (and the pages read ahead of them),
+    # not after the whole account.
+    first_pages, first_rows = applied_after_pages[0]
+    assert 2 <= first_pages <= 2 + fullsync.PREFETCH_PAGES < 5 and first_rows == 500
     assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (5, 1201, 1201)
     assert (run["import_calls"], run["checkpoint_page"], run["emails_excluded"]) == (3, 5, 0)
     assert len(acc.list_emails()) == 1201
@@ -445,6 +448,10 @@ def test_two_consumers_one_run(env: Sandboxes, monkeypatch: pytest.MonkeyPatch) 
     runner.start()
     try:
         assert inside.wait(30)
+        # The first runner's reader goes on to the last page while its first import is held.
+        deadline = time.monotonic() + 10
+        while len(env.page_requests(acc.account_id)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         pages = len(env.page_requests(acc.account_id))
         fullsync.handle_sync_batch([second])
         # Put back for later, nothing read, nothing recorded as the run's error.
@@ -484,3 +491,108 @@ def test_runner_that_lost_its_reservation_finishes_the_run(env: Sandboxes) -> No
     fullsync.handle_sync_batch([delivery])
     run = fullsync.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "done" and run["contacts_seen"] == 3
+
+
+def _failing_run(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    def execute_run(*args: Any, **kwargs: Any) -> None:
+        raise exc
+
+    monkeypatch.setattr(fullsync, "execute_run", execute_run)
+
+
+def _queued_run(env: Sandboxes) -> tuple[int, FullSyncJob]:
+    acc = connect(env, contacts=1)
+    run_id, _ = fullsync.start_sync_run(
+        get_database(), acc.account_id, kind="full", requested_by="test"
+    )
+    return run_id, FullSyncJob(account_id=acc.account_id, run_id=run_id)
+
+
+def test_a_transient_failure_fails_the_run_when_the_queue_gives_up_on_its_job(
+    env: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's give-up follows the queue's retry budget, not a count of attempts."""
+    budget = get_settings().job_retry_budget_seconds
+    run_id, job = _queued_run(env)
+    _failing_run(monkeypatch, fullsync.RetryJob("Unisender: Transient: down", delay=30))
+    many = get_settings().job_max_attempts + 5
+    within = Delivery(job_id=1, job=job, attempts=many, age=budget - 30)
+    fullsync.handle_sync_batch([within])
+    run = fullsync.get_sync_run(get_database(), run_id)
+    assert run is not None and run["status"] == "queued" and "down" in run["error"]
+    assert (within.outcome, within.delay, within.transient) == ("retry", 30, True)
+
+    beyond = Delivery(job_id=1, job=job, attempts=many + 1, age=budget - 29)
+    fullsync.handle_sync_batch([beyond])
+    run = fullsync.get_sync_run(get_database(), run_id)
+    assert run is not None and run["status"] == "failed"
+    assert run["error"].startswith("gave up after") and "down" in run["error"]
+    # The consumer agrees: with that delay the job is out of budget and gets buried.
+    consumer = Consumer(
+        get_queue(),
+        FullSyncJob,
+        fullsync.handle_sync_batch,
+        options=ConsumerOptions(retry_budget_seconds=budget),
+    )
+    assert consumer._may_retry(within) and not consumer._may_retry(beyond)
+
+
+def test_a_backoff_chosen_by_the_handler_is_the_one_the_queue_applies(
+    env: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id, job = _queued_run(env)
+    _failing_run(monkeypatch, fullsync.RetryJob("amoCRM: Transient: 502"))
+    delivery = Delivery(job_id=1, job=job, attempts=3, age=10)
+    fullsync.handle_sync_batch([delivery])
+    settings = get_settings()
+    ceiling = min(settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 4)
+    assert delivery.outcome == "retry" and delivery.delay is not None
+    assert max(1, int(ceiling / 2)) <= delivery.delay <= ceiling
+    run = fullsync.get_sync_run(get_database(), run_id)
+    assert run is not None and run["status"] == "queued"
+
+
+def test_an_unexpected_error_fails_the_run_with_the_last_attempt(
+    env: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id, job = _queued_run(env)
+    _failing_run(monkeypatch, ZeroDivisionError("a bug"))
+    last = get_settings().job_max_attempts
+    early = Delivery(job_id=1, job=job, attempts=last - 1)
+    fullsync.handle_sync_batch([early])
+    assert (early.outcome, early.transient) == ("retry", False)
+    run = fullsync.get_sync_run(get_database(), run_id)
+    assert run is not None and run["status"] == "queued" and "a bug" in run["error"]
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=last)])
+    run = fullsync.get_sync_run(get_database(), run_id)
+    assert run is not None and run["status"] == "failed" and "ZeroDivisionError" in run["error"]
+
+
+def test_long_applies_renew_the_jobs_reservation(
+    env: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run hands its touch to apply_contact_states (called between Unisender calls)."""
+    acc = connect(env, contacts=3)
+    seen: list[Any] = []
+    real_apply = fullsync.apply_contact_states
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("keep_alive"))
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(fullsync, "apply_contact_states", spy)
+    touches: list[int] = []
+
+    class Client:
+        def touch(self, job: Any) -> None:
+            touches.append(1)
+
+    db = get_database()
+    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
+    delivery = Delivery(job_id=1, job=job, attempts=1, _client=Client())  # type: ignore[arg-type]
+    fullsync.handle_sync_batch([delivery])
+    assert seen and all(callable(k) for k in seen)
+    before = len(touches)
+    seen[0]()
+    assert len(touches) == before + 1
