@@ -91,7 +91,9 @@ def split_pairs(text: str) -> list[tuple[str, str]]:
         if "+" in value:
             value = value.replace("+", " ")
         if "%" in value:
-            value = unquote(value)
+            # Mostly an email's `%40`: when that is the only escape, `@` is what unquote gives.
+            at = value.replace("%40", "@")
+            value = at if "%" not in at else unquote(value)
         append((key, value))
     return pairs
 
