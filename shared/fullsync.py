@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import greenstalk
@@ -31,6 +31,7 @@ from shared.accounts import AccountRow, get_account, record_amocrm_failure
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
 from shared.amocrm.models import Contact
+from shared.clock import iso_utc, utcnow
 from shared.contacts import load_enum_codes, select_emails
 from shared.db import Database, Row, get_database
 from shared.jobs import FullSyncJob
@@ -67,10 +68,6 @@ _PREFETCH_JOIN_SECONDS = 30.0
 T = TypeVar("T")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @dataclass(frozen=True)
 class SyncRequest:
     """The answer to "sync this account": the run that will do it and whether it is new."""
@@ -88,7 +85,7 @@ def start_sync_run(
     A run whose row has not moved for SYNC_RUN_STALE_MINUTES is declared abandoned (its job was
     lost) so the account is not blocked forever.
     """
-    stale_before = _now() - timedelta(minutes=get_settings().sync_run_stale_minutes)
+    stale_before = utcnow() - timedelta(minutes=get_settings().sync_run_stale_minutes)
     with db.transaction() as cur:
         # The account row lock serializes concurrent requests for one account.
         cur.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
@@ -104,7 +101,7 @@ def start_sync_run(
                 return int(row["id"]), False
             cur.execute(
                 "UPDATE sync_runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
-                (FAILED, "abandoned: no progress recorded", _now(), row["id"]),
+                (FAILED, "abandoned: no progress recorded", utcnow(), row["id"]),
             )
         cur.execute(
             "INSERT INTO sync_runs (account_id, kind, status, requested_by) "
@@ -151,9 +148,6 @@ def latest_sync_run(db: Database, account_id: int) -> Row | None:
 def run_as_dict(row: Row) -> dict[str, Any]:
     """A run as the API and CLI show it (UTC ISO times)."""
 
-    def iso(value: Any) -> str | None:
-        return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) else None
-
     return {
         "run_id": int(row["id"]),
         "account_id": int(row["account_id"]),
@@ -169,10 +163,10 @@ def run_as_dict(row: Row) -> dict[str, Any]:
         "checkpoint_page": row["checkpoint_page"],
         "watermark": row["watermark"],
         "error": row["error"],
-        "created_at": iso(row["created_at"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-        "updated_at": iso(row["updated_at"]),
+        "created_at": iso_utc(row["created_at"]),
+        "started_at": iso_utc(row["started_at"]),
+        "finished_at": iso_utc(row["finished_at"]),
+        "updated_at": iso_utc(row["updated_at"]),
         "finished": row["status"] not in ACTIVE_STATUSES,
     }
 
@@ -339,7 +333,7 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
     db.execute(
         "UPDATE sync_runs SET status = %s, started_at = COALESCE(started_at, %s), error = NULL "
         "WHERE id = %s",
-        (RUNNING, _now(), job.run_id),
+        (RUNNING, utcnow(), job.run_id),
     )
     try:
         amo = amocrm_client_for(account)
@@ -372,7 +366,7 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
 def _finish(db: Database, run_id: int, status: str, error: str | None) -> None:
     db.execute(
         "UPDATE sync_runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
-        (status, error[:1000] if error else None, _now(), run_id),
+        (status, error[:1000] if error else None, utcnow(), run_id),
     )
     log.log(
         logging.INFO if status == DONE else logging.WARNING,
@@ -613,7 +607,7 @@ class _Runner:
     def unseen(self) -> Iterator[list[Row]]:
         """Our live contacts this run has not seen and nobody touched since it started."""
         run = get_sync_run(self.db, self.run_id)
-        started = run["started_at"] if run else _now()
+        started = run["started_at"] if run else utcnow()
         after = 0
         while True:
             rows = self.db.fetch_all(
