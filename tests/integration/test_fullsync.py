@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sandbox.amocrm.state import World
 from sandbox.unisender import SandboxConfig as UniConfig
 from sandbox.unisender import create_app as create_uni
 from shared.accounts import get_account, mark_account_status
+from shared.clock import utcnow
 from shared.db import Database, get_database
 from shared.jobs import FullSyncJob
 from shared.oauth_flow import complete_authorization
@@ -596,3 +598,25 @@ def test_long_applies_renew_the_jobs_reservation(
     before = len(touches)
     seen[0]()
     assert len(touches) == before + 1
+
+
+def test_scheduled_reconciles_leave_out_a_paused_account_until_its_pause_ends(
+    env: Sandboxes,
+) -> None:
+    acc = connect(env, contacts=1)
+    db = get_database()
+    assert run_sync(acc.account_id)["status"] == "done"
+    db.execute(
+        "UPDATE accounts SET paused_until = %s WHERE id = %s",
+        (utcnow() + timedelta(hours=6), acc.account_id),
+    )
+    fullsync.enqueue_reconciles(mode="incremental")
+    assert _reconcile_runs(acc.account_id) == []
+    # A run asked for by hand still goes.
+    assert run_sync(acc.account_id)["status"] == "done"
+    db.execute(
+        "UPDATE accounts SET paused_until = %s WHERE id = %s",
+        (utcnow() - timedelta(seconds=1), acc.account_id),
+    )
+    fullsync.enqueue_reconciles(mode="incremental")
+    assert len(_reconcile_runs(acc.account_id)) == 1
