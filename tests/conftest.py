@@ -6,15 +6,19 @@ it. Environment variables are isolated per test.
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -217,3 +221,32 @@ def stack(
         raise
     yield the_stack
     the_stack.stop()
+
+
+@dataclass
+class ForeignHost:
+    """A server on 127.0.0.1 that answers 200 to anything and records each path it was sent."""
+
+    port: int
+    hits: list[str]
+
+
+@pytest.fixture
+def foreign_host() -> Iterator[ForeignHost]:
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield ForeignHost(server.server_address[1], hits)
+    server.shutdown()

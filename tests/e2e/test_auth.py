@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -16,6 +13,7 @@ from cli.devstack import Stack
 from shared.crypto import get_secret_box
 from shared.db import get_database
 from shared.oauth_flow import disable_signature
+from tests.conftest import ForeignHost
 from tests.e2e.flows_accounts import (
     amo_control,
     approve,
@@ -88,43 +86,20 @@ def test_forged_and_reused_state_are_refused(stack: Stack, isolated_env: dict[st
     assert reused.status_code == 400 and reused.json()["error"]["code"] == "invalid_state"
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:
-        _Recorder.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-
-    do_POST = do_GET
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def foreign_port() -> Iterator[int]:
-    _Recorder.hits = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
 def test_foreign_referer_is_refused_and_gets_nothing(
-    stack: Stack, isolated_env: dict[str, str], foreign_port: int
+    stack: Stack, isolated_env: dict[str, str], foreign_host: ForeignHost
 ) -> None:
     created = create_sandbox_account(stack)
     back = approve(stack, start_auth(stack, isolated_env, "foreign"), int(created["id"]))
     query = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
     before = len(token_calls(stack))
-    for referer in (f"127.0.0.1:{foreign_port}", "amocrm.ru.evil.example", "evil.example"):
+    for referer in (f"127.0.0.1:{foreign_host.port}", "amocrm.ru.evil.example", "evil.example"):
         resp = requests.get(
             f"{stack.gateway_url}/auth?{urlencode({**query, 'referer': referer})}", timeout=10
         )
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"]["code"] == "referer_not_allowed"
-    assert _Recorder.hits == []
+    assert foreign_host.hits == []
     assert len(token_calls(stack)) == before
     assert stored_account(int(created["id"])) is None
 

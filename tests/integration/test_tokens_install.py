@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +19,7 @@ from shared.db import Database
 from shared.oauth_flow import disable_signature
 from shared.settings import get_settings
 from shared.tokens import load_tokens
-from tests.conftest import reset_caches
+from tests.conftest import ForeignHost, reset_caches
 from tests.integration.test_tokens import AmoSandbox, amo, amo_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -133,29 +130,6 @@ def test_expired_state_is_refused(client: Any, amo: AmoSandbox, db: Database) ->
     assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_state"
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:
-        Recorder.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-
-    do_POST = do_GET
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def foreign_host() -> Iterator[int]:
-    Recorder.hits = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
 @pytest.mark.parametrize(
     "referer",
     ["127.0.0.1:{port}", "localhost:{port}", "evil.example", "amocrm.ru.evil.example"],
@@ -163,7 +137,7 @@ def foreign_host() -> Iterator[int]:
 def test_foreign_referer_gets_nothing(
     client: Any,
     amo: AmoSandbox,  # noqa: F811
-    foreign_host: int,
+    foreign_host: ForeignHost,
     monkeypatch: pytest.MonkeyPatch,
     referer: str,
 ) -> None:
@@ -174,10 +148,10 @@ def test_foreign_referer_gets_nothing(
     state = start(client, "victim")
     params = consent(amo, state, account_id)
     calls = len(amo.token_calls())
-    resp = callback(client, {**params, "referer": referer.format(port=foreign_host)})
+    resp = callback(client, {**params, "referer": referer.format(port=foreign_host.port)})
     assert resp.status_code == 400
     assert resp.json["error"]["code"] == "referer_not_allowed"
-    assert Recorder.hits == []
+    assert foreign_host.hits == []
     assert len(amo.token_calls()) == calls
 
 
