@@ -30,11 +30,11 @@ from shared.clock import utcnow
 from shared.db import get_database
 from shared.incremental import handle_event_batch
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
-from shared.oauth_flow import complete_authorization
 from shared.queue import Delivery
 from shared.settings import get_settings
 from shared.webhook_intake import ensure_webhook_secret
 from tests.integration.test_fullsync import Sandboxes, connect, env, run_sync, servers  # noqa: F401
+from tests.integration.test_tokens import install_from_widget
 
 pytestmark = pytest.mark.integration
 
@@ -195,16 +195,7 @@ def test_a_new_install_lifts_the_pause(env: Sandboxes) -> None:  # noqa: F811
     acc = connect(env)
     db = get_database()
     record_amocrm_failure(db, acc.account_id, amo_errors.PaymentRequired("402", status=402))
-    sandbox_account = env.world.account(acc.account_id)
-    complete_authorization(
-        db,
-        get_settings(),
-        code=env.world.issue_code(sandbox_account),
-        referer=sandbox_account.host,
-        state=None,
-        from_widget=True,
-        client_id=None,
-    )
+    install_from_widget(env.world, env.world.account(acc.account_id))
     account = get_account(db, acc.account_id)
     assert account is not None and account.paused_until is None and account.paused_reason is None
     assert _reconcilable(acc.account_id)

@@ -24,12 +24,12 @@ from shared.accounts import get_account, mark_account_status
 from shared.clock import utcnow
 from shared.db import Database, get_database
 from shared.jobs import FullSyncJob
-from shared.oauth_flow import complete_authorization
 from shared.queue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link
 from tests.conftest import reset_caches
+from tests.integration.test_tokens import install_from_widget
 
 pytestmark = pytest.mark.integration
 
@@ -147,15 +147,7 @@ def connect(env: Sandboxes, contacts: int = 0) -> Connected:
             account, {"name": f"Person {n}", "emails": [f"p{n}.{account.id}@example.com"]}
         )
     db = get_database()
-    complete_authorization(
-        db,
-        get_settings(),
-        code=env.world.issue_code(account),
-        referer=account.host,
-        state=None,
-        from_widget=True,
-        client_id=None,
-    )
+    install_from_widget(env.world, account)
     import requests
 
     key = requests.post(f"{env.uni_url}/_sandbox/keys", json={}, timeout=5).json()["api_key"]
@@ -386,16 +378,7 @@ def test_blocked_account_fails_one_run_then_no_more_runs_until_reauthorized(
     requests.patch(
         f"{env.amo_url}/_sandbox/accounts/{acc.account_id}", json={"blocked": False}, timeout=5
     )
-    sandbox_account = env.world.account(acc.account_id)
-    complete_authorization(
-        db,
-        get_settings(),
-        code=env.world.issue_code(sandbox_account),
-        referer=sandbox_account.host,
-        state=None,
-        from_widget=True,
-        client_id=None,
-    )
+    install_from_widget(env.world, env.world.account(acc.account_id))
     account = get_account(db, acc.account_id)
     assert account is not None and (account.status, account.status_reason) == ("active", None)
     fullsync.enqueue_reconciles(mode="full")

@@ -15,10 +15,10 @@ import requests
 from werkzeug.serving import make_server
 
 from sandbox.amocrm import SandboxConfig, create_app
-from sandbox.amocrm.state import World
+from sandbox.amocrm.state import AccountRec, World
 from shared.accounts import get_account
 from shared.amocrm.errors import Unauthorized
-from shared.db import Database
+from shared.db import Database, get_database
 from shared.jobs import RefreshTokenJob
 from shared.oauth_flow import complete_authorization
 from shared.queue import Delivery, RetryJob, get_queue
@@ -87,21 +87,23 @@ def amo(
     return amo_server
 
 
-def install(amo: AmoSandbox, subdomain: str | None = None) -> int:
-    """A sandbox account installed the way amoCRM's widget install does it (no state)."""
-    account_id = amo.new_account(subdomain)
-    account = amo.world.account(account_id)
-    from shared.db import get_database
-
+def install_from_widget(world: World, account: AccountRec) -> None:
+    """Authorize a sandbox account the way amoCRM's widget install does it (no state)."""
     complete_authorization(
         get_database(),
         get_settings(),
-        code=amo.code(account_id),
+        code=world.issue_code(account),
         referer=account.host,
         state=None,
         from_widget=True,
         client_id=None,
     )
+
+
+def install(amo: AmoSandbox, subdomain: str | None = None) -> int:
+    """A new sandbox account, installed the way amoCRM's widget install does it."""
+    account_id = amo.new_account(subdomain)
+    install_from_widget(amo.world, amo.world.account(account_id))
     return account_id
 
 
