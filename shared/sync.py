@@ -439,6 +439,18 @@ def _execute(
     return result
 
 
+def _email_rows(
+    account_id: int, emails: dict[int, list[str]], *, unless_in: dict[int, list[str]]
+) -> list[tuple[int, int, str]]:
+    """`contact_emails` rows of each contact's addresses in `emails` that `unless_in` lacks."""
+    return [
+        (account_id, cid, email)
+        for cid, addresses in emails.items()
+        for email in addresses
+        if email not in unless_in.get(cid, [])
+    ]
+
+
 def _write_views(
     db: Database,
     plan: Plan,
@@ -469,24 +481,14 @@ def _write_views(
                 for s in plan.fresh
             ],
         )
-        removed = [
-            (account_id, cid, email)
-            for cid, emails in plan.old_emails.items()
-            for email in emails
-            if email not in plan.new_emails.get(cid, [])
-        ]
+        removed = _email_rows(account_id, plan.old_emails, unless_in=plan.new_emails)
         if removed:
             cur.executemany(
                 "DELETE FROM contact_emails WHERE account_id = %s AND contact_id = %s "
                 "AND email = %s",
                 removed,
             )
-        added = [
-            (account_id, cid, email)
-            for cid, emails in plan.new_emails.items()
-            for email in emails
-            if email not in plan.old_emails.get(cid, [])
-        ]
+        added = _email_rows(account_id, plan.new_emails, unless_in=plan.old_emails)
         if added:
             cur.executemany(
                 "INSERT IGNORE INTO contact_emails (account_id, contact_id, email) "
