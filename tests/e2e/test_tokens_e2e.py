@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -18,20 +17,11 @@ from shared.db import get_database
 from shared.jobs import RefreshTokenJob
 from shared.queue import get_queue
 from tests.e2e.flows_accounts import InstalledAccount, amo_control, install_account, stored_account
+from tests.e2e.flows_widget import wait_for
 
 pytestmark = pytest.mark.e2e
 
 AMOSYNC = str(Path(sys.executable).parent / "amosync")
-
-
-def wait_for(probe: Any, *, timeout: float = 20, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def generation(account_id: int) -> int | None:

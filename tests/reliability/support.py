@@ -1,31 +1,12 @@
-"""Fault-injection helpers: a TCP proxy that can cut a dependency off, and polling."""
+"""Fault-injection helpers: a TCP proxy that can cut a dependency off."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from cli.devstack import free_port
-
-T = TypeVar("T")
-
-
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: last={last!r}")
 
 
 class TcpProxy:

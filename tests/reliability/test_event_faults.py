@@ -28,8 +28,7 @@ from tests.e2e.flows_sync import (
     list_addresses,
     wait_run,
 )
-from tests.e2e.flows_widget import connect_unisender, unisender_url
-from tests.reliability.support import wait_for
+from tests.e2e.flows_widget import connect_unisender, unisender_url, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 

@@ -20,8 +20,8 @@ from shared.jobs import ContactEventsJob
 from shared.queue import Queue
 from shared.webhook_intake import ensure_webhook_secret
 from tests.conftest import MYSQL_HOST, MYSQL_PORT, Beanstalkd
-from tests.e2e.flows_widget import mint_widget_token
-from tests.reliability.support import TcpProxy, wait_for
+from tests.e2e.flows_widget import mint_widget_token, wait_for
+from tests.reliability.support import TcpProxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 

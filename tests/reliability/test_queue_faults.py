@@ -16,7 +16,7 @@ from cli.devstack import ROOT
 from shared.jobs import ContactEvent, ContactEventsJob
 from shared.queue import get_queue
 from tests.conftest import Beanstalkd
-from tests.reliability.support import wait_for
+from tests.e2e.flows_widget import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
