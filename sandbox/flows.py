@@ -56,9 +56,11 @@ def wait_for(
 # --- amoCRM sandbox -------------------------------------------------------------------------------
 
 
-def amo_control(amocrm_url: str, method: str, path: str, **kwargs: Any) -> Any:
+def amo_control(
+    amocrm_url: str, method: str, path: str, *, timeout: float = 30, **kwargs: Any
+) -> Any:
     """Call the amoCRM sandbox control API (`/_sandbox{path}`) and return its JSON."""
-    resp = requests.request(method, f"{amocrm_url}/_sandbox{path}", timeout=30, **kwargs)
+    resp = requests.request(method, f"{amocrm_url}/_sandbox{path}", timeout=timeout, **kwargs)
     check(resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text[:500]}")
     return resp.json()
 

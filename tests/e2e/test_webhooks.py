@@ -13,9 +13,9 @@ import requests
 
 from cli.devstack import Stack
 from tests.conftest import Beanstalkd, reset_caches
+from tests.e2e.flows_accounts import amo_control
 from tests.e2e.flows_widget import (
     ConnectedAccount,
-    amocrm_url,
     connect_unisender,
     list_members,
     unisender_url,
@@ -26,16 +26,10 @@ from tests.e2e.test_widget import install
 pytestmark = pytest.mark.e2e
 
 
-def amo(stack: Stack, verb: str, path: str, **kwargs: Any) -> Any:
-    resp = requests.request(verb, f"{amocrm_url(stack)}/_sandbox{path}", timeout=60, **kwargs)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
-
-
 def changes(stack: Stack, account: ConnectedAccount, **body: Any) -> dict[str, Any]:
     """Change contacts in amoCRM; every change of one call goes out as ONE webhook POST."""
-    result: dict[str, Any] = amo(
-        stack, "POST", f"/accounts/{account.account_id}/changes", json=body
+    result: dict[str, Any] = amo_control(
+        stack, "POST", f"/accounts/{account.account_id}/changes", json=body, timeout=60
     )
     return result
 
@@ -288,7 +282,9 @@ def test_queue_down_means_503_and_the_resend_loses_nothing(
         assert [d["status"] for d in result["deliveries"]] == [503]
         (record,) = [
             d
-            for d in amo(stack, "GET", "/deliveries", params={"account_id": a.account_id})
+            for d in amo_control(
+                stack, "GET", "/deliveries", params={"account_id": a.account_id}, timeout=60
+            )
             if d["id"] == result["deliveries"][0]["id"]
         ]
     finally:

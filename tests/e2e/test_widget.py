@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from cli.devstack import Stack
+from tests.e2e.flows_accounts import amo_control, create_sandbox_account
 from tests.e2e.flows_widget import (
-    amocrm_url,
     connect_unisender,
     create_unisender_key,
     mint_widget_token,
@@ -23,27 +23,19 @@ from tests.e2e.flows_widget import (
 pytestmark = pytest.mark.e2e
 
 
-def amo(stack: Stack, verb: str, path: str, **kwargs: Any) -> Any:
-    resp = requests.request(verb, f"{amocrm_url(stack)}/_sandbox{path}", timeout=30, **kwargs)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
-
-
 def install(stack: Stack) -> int:
     """A sandbox account installed the widget way (amoCRM's server-side OAuth GET to /auth)."""
     from shared.db import get_database
 
-    account_id = int(
-        amo(stack, "POST", "/accounts", json={"subdomain": f"w{secrets.token_hex(5)}"})["id"]
-    )
-    result = amo(stack, "POST", f"/accounts/{account_id}/install_widget")
+    account_id = int(create_sandbox_account(stack, f"w{secrets.token_hex(5)}")["id"])
+    result = amo_control(stack, "POST", f"/accounts/{account_id}/install_widget")
     assert result.get("status") == 200, result
     assert get_database().fetch_one("SELECT id FROM accounts WHERE id = %s", (account_id,))
     return account_id
 
 
 def hooks(stack: Stack, account_id: int) -> list[dict[str, Any]]:
-    return list(amo(stack, "GET", f"/accounts/{account_id}")["webhooks"])
+    return list(amo_control(stack, "GET", f"/accounts/{account_id}")["webhooks"])
 
 
 def stored(account_id: int) -> Mapping[str, Any] | None:
