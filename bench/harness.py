@@ -7,7 +7,6 @@ import math
 import os
 import platform
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -24,7 +23,15 @@ from typing import Any
 
 import pymysql
 
-from cli.devstack import FUNCTION_ENV, ROOT, Ports, Stack, free_port, function_command
+from cli.devstack import (
+    FUNCTION_ENV,
+    ROOT,
+    Ports,
+    Stack,
+    free_port,
+    function_command,
+    sandbox_env,
+)
 from cli.devstack import write_gateway_config as render_gateway
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -140,35 +147,12 @@ def mysql_admin() -> pymysql.connections.Connection:  # type: ignore[type-arg]
 
 def stack_env(ports: Ports, database: str, **overrides: str) -> dict[str, str]:
     """The configuration of a benchmark stack: the sandbox emulators and fresh secrets."""
-    gateway = f"http://127.0.0.1:{ports.gateway}"
-    env = {
-        "SANDBOX_MODE": "true",
-        "MYSQL_HOST": str(MYSQL["host"]),
-        "MYSQL_PORT": str(MYSQL["port"]),
-        "MYSQL_USER": str(MYSQL["user"]),
-        "MYSQL_PASSWORD": str(MYSQL["password"]),
-        "MYSQL_DATABASE": database,
-        "BEANSTALK_TUBE_PREFIX": "",
-        "AMOCRM_CLIENT_ID": str(uuid.uuid4()),
-        "AMOCRM_CLIENT_SECRET": secrets.token_urlsafe(32),
-        "AMOCRM_REDIRECT_URI": f"{gateway}/auth",
-        "AMOCRM_AUTH_URL": f"http://127.0.0.1:{ports.amocrm}/oauth",
-        "AMOCRM_API_URL": f"http://127.0.0.1:{ports.amocrm}",
-        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/ru/api",
-        "PUBLIC_URL": gateway,
-        "ENCRYPTION_KEY": _fernet_key(),
-        "ADMIN_TOKEN": secrets.token_urlsafe(24),
+    return {
+        **sandbox_env(ports, mysql=MYSQL, database=database),
         # Per-request INFO lines would make the benchmark measure log writing.
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
-    env.update(overrides)
-    return env
-
-
-def _fernet_key() -> str:
-    from shared.crypto import generate_key
-
-    return generate_key()
 
 
 @dataclass

@@ -7,6 +7,7 @@ and in docker-compose.yml are compared by a test, so the two paths cannot drift 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,34 @@ class Ports:
             unisender=free_port(),
             functions={name: free_port() for name in FUNCTIONS},
         )
+
+
+def sandbox_env(ports: Ports, *, mysql: Mapping[str, object], database: str) -> dict[str, str]:
+    """A stack's configuration against both emulators on `ports`, with fresh secrets.
+
+    `mysql` holds pymysql's host, port, user and password; `database` is the stack's own.
+    """
+    from shared.crypto import generate_key
+
+    gateway = f"http://127.0.0.1:{ports.gateway}"
+    return {
+        "SANDBOX_MODE": "true",
+        "MYSQL_HOST": str(mysql["host"]),
+        "MYSQL_PORT": str(mysql["port"]),
+        "MYSQL_USER": str(mysql["user"]),
+        "MYSQL_PASSWORD": str(mysql["password"]),
+        "MYSQL_DATABASE": database,
+        "BEANSTALK_TUBE_PREFIX": "",
+        "AMOCRM_CLIENT_ID": str(uuid.uuid4()),
+        "AMOCRM_CLIENT_SECRET": secrets.token_urlsafe(32),
+        "AMOCRM_REDIRECT_URI": f"{gateway}/auth",
+        "AMOCRM_AUTH_URL": f"http://127.0.0.1:{ports.amocrm}/oauth",
+        "AMOCRM_API_URL": f"http://127.0.0.1:{ports.amocrm}",
+        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/ru/api",
+        "PUBLIC_URL": gateway,
+        "ENCRYPTION_KEY": generate_key(),
+        "ADMIN_TOKEN": secrets.token_urlsafe(24),
+    }
 
 
 def render_template(text: str, values: Mapping[str, str]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,8 +22,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from cli.devstack import Ports, Stack, beanstalkd_command, wait_tcp
-from shared.crypto import generate_key
+from cli.devstack import Ports, Stack, beanstalkd_command, sandbox_env, wait_tcp
 
 MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
@@ -60,30 +58,15 @@ def session_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def base_env(ports: Ports) -> dict[str, str]:
     """The configuration every test (and every stack process) sees."""
-    gateway = f"http://127.0.0.1:{ports.gateway}"
+    mysql = {"host": MYSQL_HOST, "port": MYSQL_PORT, "user": MYSQL_USER, "password": MYSQL_PASSWORD}
     return {
-        "SANDBOX_MODE": "true",
-        "MYSQL_HOST": MYSQL_HOST,
-        "MYSQL_PORT": str(MYSQL_PORT),
-        "MYSQL_USER": MYSQL_USER,
-        "MYSQL_PASSWORD": MYSQL_PASSWORD,
-        "MYSQL_DATABASE": f"amosync_test_{RUN_ID}",
+        **sandbox_env(ports, mysql=mysql, database=f"amosync_test_{RUN_ID}"),
         "BEANSTALK_HOST": "127.0.0.1",
         "BEANSTALK_PORT": str(ports.beanstalk),
-        "BEANSTALK_TUBE_PREFIX": "",
-        "AMOCRM_CLIENT_ID": str(uuid.uuid4()),
-        "AMOCRM_CLIENT_SECRET": secrets.token_urlsafe(32),
-        "AMOCRM_REDIRECT_URI": f"{gateway}/auth",
-        "AMOCRM_AUTH_URL": f"http://127.0.0.1:{ports.amocrm}/oauth",
-        "AMOCRM_API_URL": f"http://127.0.0.1:{ports.amocrm}",
         "AMOCRM_ALLOWED_DOMAINS": "amocrm.ru,amocrm.com,kommo.com",
-        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/ru/api",
-        "PUBLIC_URL": gateway,
         "GATEWAY_PORT": str(ports.gateway),
-        "ENCRYPTION_KEY": generate_key(),
-        "ADMIN_TOKEN": secrets.token_urlsafe(24),
         "LOG_LEVEL": "INFO",
-        "SANDBOX_AMOCRM_DISABLE_HOOK_URL": f"{gateway}/auth/disable",
+        "SANDBOX_AMOCRM_DISABLE_HOOK_URL": f"http://127.0.0.1:{ports.gateway}/auth/disable",
         "JOB_BACKOFF_BASE_SECONDS": "1",
         "JOB_BACKOFF_MAX_SECONDS": "2",
     }
