@@ -178,16 +178,18 @@ class BenchStack:
     @contextmanager
     def settings_env(self) -> Iterator[None]:
         """This process talks to the stack's MySQL and beanstalkd through `shared` too."""
+        from tests.conftest import reset_caches
+
         saved = dict(os.environ)
         os.environ.update(self.env)
         os.environ["BEANSTALK_PORT"] = str(self.stack.ports.beanstalk)
-        _reset_caches()
+        reset_caches()
         try:
             yield
         finally:
             os.environ.clear()
             os.environ.update(saved)
-            _reset_caches()
+            reset_caches()
 
     def start_function(self, name: str, source: str, target: str, *, env: Mapping[str, str]) -> int:
         """Run another functions-framework target beside the stack; returns its port."""
@@ -226,16 +228,6 @@ def connect_account(bs: BenchStack, *, subdomain: str | None = None) -> Any:
     with bs.settings_env():
         installed = install_account(bs.stack, bs.stack.env, subdomain=subdomain)
         return connect_unisender(bs.stack, bs.stack.env, installed.account_id)
-
-
-def _reset_caches() -> None:
-    from shared.crypto import get_secret_box
-    from shared.db import get_database
-    from shared.queue import get_queue
-    from shared.settings import get_settings
-
-    for cached in (get_settings, get_database, get_queue, get_secret_box):
-        cached.cache_clear()
 
 
 def wait_http(url: str, *, timeout: float) -> None:
