@@ -1,4 +1,4 @@
-# amosync — the usual targets. `make install` once, then `make test` / `make dev`.
+# amosync — the usual targets. `make test` / `make dev` install into .venv first when needed.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,8 +10,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Installed once, again when pyproject.toml changes, so `make test` works on a fresh clone.
+STAMP := $(VENV)/.installed
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
 install: $(BIN)/python  ## Create .venv and install amosync with its dev tools
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
 
 fmt:  ## Format and autofix
 	$(BIN)/ruff format .
@@ -26,19 +33,22 @@ typecheck:  ## mypy: strict on shared/, default rules elsewhere; each function o
 	@# Every function is a module named `main` (functions-framework's layout): one run each.
 	@rc=0; for f in functions/*/main.py; do echo "mypy $$f"; $(BIN)/mypy $$f || rc=1; done; exit $$rc
 
-test:  ## The whole default suite: unit, integration, e2e (starts its own services)
+test: $(STAMP)  ## The whole default suite: unit, integration, e2e, reliability, hostile
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit:
+test-unit: $(STAMP)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-test-integration:
+test-integration: $(STAMP)
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
-test-e2e:
+test-e2e: $(STAMP)
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
-dev:  ## The whole stack without Docker (needs beanstalkd, nginx, MySQL); Ctrl-C stops it
+test-reliability: $(STAMP)
+	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
+
+dev: $(STAMP)  ## The whole stack without Docker (needs beanstalkd, nginx, MySQL); Ctrl-C stops it
 	$(BIN)/amosync dev
 
 demo:  ## Against a running `make dev` (SANDBOX_MODE=true): install, connect, sync a few contacts
