@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
@@ -134,9 +134,6 @@ class Queue:
 
         job_id: int = self._with_client(_put)
         return job_id
-
-    def put_many(self, jobs: Sequence[Job], **kwargs: Any) -> list[int]:
-        return [self.put(job, **kwargs) for job in jobs]
 
     def tube_stats(self, tube: str) -> dict[str, Any]:
         """beanstalkd's stats-tube for one of our tubes (zeros if it does not exist yet)."""
@@ -269,21 +266,6 @@ class Consumer(Generic[JobT]):
         self.jobs_done = 0
         self._stop = threading.Event()
         self._client: Client | None = None
-
-    @classmethod
-    def for_job(
-        cls,
-        job_type: type[JobT],
-        handle_one: Callable[[JobT], None],
-        **kwargs: Any,
-    ) -> Consumer[JobT]:
-        """A consumer whose handler takes one job at a time."""
-
-        def handle_batch(batch: list[Delivery[JobT]]) -> None:
-            for delivery in batch:
-                handle_one(delivery.job)
-
-        return cls(get_queue(), job_type, handle_batch, **kwargs)
 
     def stop(self) -> None:
         self._stop.set()
