@@ -185,14 +185,6 @@ class Database:
             self._drop_connection()
             raise DatabaseUnavailable(f"MySQL unavailable: {exc.args[0]}") from exc
 
-    def holds_lock(self, name: str) -> bool:
-        """True while this thread's connection still holds `name` (lost with the connection)."""
-        conn: Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or not conn.open:
-            return False
-        row = self._lock_query("SELECT IS_USED_LOCK(%s) = CONNECTION_ID() AS mine", (name,))
-        return bool(row and row["mine"] == 1)
-
     def close(self) -> None:
         self._drop_connection()
 
