@@ -60,14 +60,6 @@ class WorkerRegistry:
             known = ", ".join(sorted(WORKER_TYPES))
             raise RegistryError(f"unknown worker type {worker_type!r} (known: {known})")
 
-    def set_max(self, worker_type: str, max_workers: int) -> None:
-        self.check_type(worker_type)
-        self.db.execute(
-            "INSERT INTO worker_limits (type, max_workers) VALUES (%s, %s) "
-            "ON DUPLICATE KEY UPDATE max_workers = VALUES(max_workers)",
-            (worker_type, max_workers),
-        )
-
     def add(self, worker_type: str, name: str, *, max_workers: int | None = None) -> None:
         """Register a worker slot; refused when the type already has its maximum."""
         self.check_type(worker_type)
