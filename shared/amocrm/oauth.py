@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import requests
 from pydantic import SecretStr
@@ -57,17 +56,6 @@ class AmoCrmOAuth:
             return f"{self.api_url_override}/oauth2/access_token"
         bare = host.removeprefix("https://").removeprefix("http://").strip("/")
         return f"https://{bare}/oauth2/access_token"
-
-    def authorize_url(
-        self,
-        state: str,
-        *,
-        mode: str = "post_message",
-        base_url: str = "https://www.amocrm.ru",
-    ) -> str:
-        """Consent page URL; amoCRM always redirects to the integration's configured URI."""
-        query = urlencode({"client_id": self.client_id, "state": state, "mode": mode})
-        return f"{base_url.rstrip('/')}/oauth?{query}"
 
     def exchange_code(self, host: str, code: str) -> TokenPair:
         """Trade a single-use authorization code (valid 20 min) for a token pair."""
