@@ -195,13 +195,6 @@ def is_admin(request: flask.Request) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_admin(request: flask.Request) -> None:
-    if not is_admin(request):
-        raise errors.Unauthorized(
-            "admin credentials required (Authorization: Bearer <ADMIN_TOKEN>)"
-        )
-
-
 def query_param(
     request: flask.Request, name: str, *, required: bool = True, max_length: int = 190
 ) -> str | None:
@@ -216,11 +209,3 @@ def query_param(
     if len(value) > max_length:
         raise errors.BadRequest(f"query parameter '{name}' is too long", code="invalid_parameter")
     return value
-
-
-def json_body(request: flask.Request) -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says why it is not one."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise errors.BadRequest("expected a JSON object body", code="invalid_json")
-    return data
