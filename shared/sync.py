@@ -84,7 +84,6 @@ class ApplyResult:
     stale: int = 0
     contacts_applied: int = 0
     unsubscribed: int = 0
-    failed_emails: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -410,7 +409,6 @@ def _execute(
     result.unsubscribed = len(unsubscribed)
     result.rows_imported = len(plan.to_import) - len(failed)
     result.row_errors = len(failed)
-    result.failed_emails = {email: code for email, (code, _) in failed.items()}
     result.contacts_applied = len(plan.fresh)
     _write_views(db, plan, account_id=account_id, run_id=run_id, failed=failed)
     if run_id is not None:
