@@ -125,7 +125,6 @@ def refresh_under_lock(
     account: AccountRow,
     *,
     still_needed: Callable[[StoredTokens], bool],
-    lock_wait: float = LOCK_WAIT_SECONDS,
 ) -> StoredTokens | None:
     """Refresh the account's pair unless, re-read under its lock, `still_needed` says no.
 
@@ -133,7 +132,7 @@ def refresh_under_lock(
     `OAuthRejected` after marking the account reauth_required, `OAuthTransient` for a retry,
     `RefreshLockBusy` if another process kept the lock too long.
     """
-    with db.named_lock(refresh_lock_name(db, account.id), timeout=lock_wait) as acquired:
+    with db.named_lock(refresh_lock_name(db, account.id), timeout=LOCK_WAIT_SECONDS) as acquired:
         if not acquired:
             raise RefreshLockBusy(f"refresh lock of account {account.id} is busy")
         # Re-read the status too: an account that needs re-auth (or was disabled) meanwhile
@@ -171,15 +170,10 @@ class DbTokenProvider:
         db: Database,
         oauth: AmoCrmOAuth,
         account: AccountRow,
-        *,
-        skew: timedelta = EXPIRY_SKEW,
-        lock_wait: float = LOCK_WAIT_SECONDS,
     ) -> None:
         self._db = db
         self._oauth = oauth
         self._account = account
-        self._skew = skew
-        self._lock_wait = lock_wait
 
     def __repr__(self) -> str:
         return f"DbTokenProvider(account_id={self._account.id})"
@@ -189,9 +183,9 @@ class DbTokenProvider:
         current = load_tokens(self._db, self._account.id)
         if current is None:
             raise Unauthorized(f"account {self._account.id} has no tokens", status=401)
-        if not current.expires_within(self._skew):
+        if not current.expires_within(EXPIRY_SKEW):
             return current.access_token.get_secret_value()
-        return self._refresh(lambda stored: stored.expires_within(self._skew))
+        return self._refresh(lambda stored: stored.expires_within(EXPIRY_SKEW))
 
     def refresh_after_unauthorized(self, rejected_access_token: str) -> str:
         """Refresh only if the stored token is still the one amoCRM rejected."""
@@ -206,7 +200,6 @@ class DbTokenProvider:
                 self._oauth,
                 self._account,
                 still_needed=still_needed,
-                lock_wait=self._lock_wait,
             )
         except OAuthRejected as exc:
             raise Unauthorized(
