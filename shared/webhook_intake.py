@@ -48,7 +48,7 @@ _cache_lock = threading.Lock()
 
 def webhook_destination(account_id: int, secret: str) -> str:
     """The URL amoCRM posts this account's contact events to."""
-    return f"{get_settings().public_url.rstrip('/')}/webhook/{int(account_id)}/{secret}"
+    return f"{destination_prefix(account_id)}{secret}"
 
 
 def destination_prefix(account_id: int) -> str:
