@@ -16,7 +16,6 @@ import contextlib
 import contextvars
 import logging
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -40,7 +39,7 @@ from shared.clock import iso_utc, utcnow
 from shared.contacts import load_enum_codes, select_emails
 from shared.db import Database, Row, get_database
 from shared.jobs import FullSyncJob
-from shared.queue import Delivery, QueueUnavailable, RetryJob, get_queue
+from shared.queue import Delivery, QueueUnavailable, RetryJob, backoff_seconds, get_queue
 from shared.settings import get_settings
 from shared.sync import ApplyResult, ContactState, apply_contact_states
 from shared.tokens import amocrm_client_for
@@ -270,12 +269,11 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
 
 
 def _backoff(attempts: int) -> int:
-    """The consumer's backoff (capped exponential with jitter) for this attempt, in seconds."""
+    """The consumer's backoff for this attempt with the settings its workers run with."""
     settings = get_settings()
-    capped = min(
-        settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 2 ** (attempts - 1)
+    return backoff_seconds(
+        attempts, base=settings.job_backoff_base_seconds, cap=settings.job_backoff_max_seconds
     )
-    return max(1, int(random.uniform(capped / 2, capped)))
 
 
 def _lease_keeper(delivery: Delivery[FullSyncJob]) -> Callable[[], None]:

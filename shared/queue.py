@@ -231,6 +231,12 @@ class Delivery(Generic[JobT]):
 BatchHandler = Callable[[list[Delivery[JobT]]], None]
 
 
+def backoff_seconds(attempts: int, *, base: float, cap: float) -> int:
+    """Capped exponential backoff with jitter for this attempt (1-based), in whole seconds."""
+    capped = min(cap, base * 2 ** (attempts - 1))
+    return max(1, int(random.uniform(capped / 2, capped)))
+
+
 @dataclass
 class ConsumerOptions:
     max_attempts: int = 8
@@ -276,8 +282,9 @@ class Consumer(Generic[JobT]):
             signal.signal(sig, lambda *_: self.stop())
 
     def backoff(self, attempts: int) -> int:
-        capped = min(self.options.backoff_max, self.options.backoff_base * 2 ** (attempts - 1))
-        return max(1, int(random.uniform(capped / 2, capped)))
+        return backoff_seconds(
+            attempts, base=self.options.backoff_base, cap=self.options.backoff_max
+        )
 
     def run(self, *, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
         """Consume until stopped, `max_jobs` handled or idle that long; returns jobs handled."""
