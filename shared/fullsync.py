@@ -677,6 +677,11 @@ class _Runner:
                 self.record(self.apply(batch, mark_seen=False), contacts=len(batch))
                 batch, rows = [], 0
         result = self.apply(batch, mark_seen=False) if batch else ApplyResult()
-        self.record(result, contacts=len(batch), pages=(seen + MAX_PAGE - 1) // MAX_PAGE)
-        # Stored only at the end: a crashed incremental run starts over from the old watermark.
-        self.record(ApplyResult(), watermark=newest)
+        # The watermark is stored only at the end: a crashed incremental run starts over from
+        # the old one.
+        self.record(
+            result,
+            contacts=len(batch),
+            pages=(seen + MAX_PAGE - 1) // MAX_PAGE,
+            watermark=newest,
+        )
