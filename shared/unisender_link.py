@@ -88,8 +88,7 @@ def forget_unisender_link(db: Database, account_id: int) -> bool:
 
 def unisender_client_for(link: UnisenderLink) -> UnisenderClient:
     """A Unisender client for the link's key, configured from settings."""
-    settings = get_settings()
-    return UnisenderClient(link.api_key.get_secret_value(), base_url=settings.unisender_api_url)
+    return unisender_client_for_key(link.api_key.get_secret_value())
 
 
 def unisender_client_for_key(api_key: str) -> UnisenderClient:
