@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import signal
 import socket
 import threading
@@ -17,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import greenstalk
 from pydantic import ValidationError
 
+from shared.backoff import jittered_backoff
 from shared.jobs import Job
 from shared.logging import request_id_var
 from shared.settings import Settings, get_settings
@@ -233,8 +233,7 @@ BatchHandler = Callable[[list[Delivery[JobT]]], None]
 
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> int:
     """Capped exponential backoff with jitter for this attempt (1-based), in whole seconds."""
-    capped = min(cap, base * 2 ** (attempts - 1))
-    return max(1, int(random.uniform(capped / 2, capped)))
+    return max(1, int(jittered_backoff(attempts, base=base, cap=cap)))
 
 
 @dataclass

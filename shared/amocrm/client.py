@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +20,7 @@ from shared.amocrm.errors import (
     raise_for_response,
 )
 from shared.amocrm.models import Account, Contact, ContactPage, CustomField, Webhook
+from shared.backoff import jittered_backoff
 from shared.ratelimit import IntervalThrottle, Throttle
 
 try:
@@ -249,9 +249,7 @@ class AmoCrmClient:
         return f"{self.base_url}{target.path}" + (f"?{target.query}" if target.query else "")
 
     def _backoff(self, attempt: int) -> float:
-        # Full jitter keeps many workers from retrying in lockstep.
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return jittered_backoff(attempt, base=self._backoff_base, cap=self._backoff_cap)
 
     def _request(
         self,

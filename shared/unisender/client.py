@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any, Self
 
 import requests
 
+from shared.backoff import jittered_backoff
 from shared.unisender.errors import (
     AccessDenied,
     InvalidApiKey,
@@ -180,8 +180,7 @@ class UnisenderClient:
                 attempt += 1
 
     def _backoff(self, attempt: int) -> float:
-        ceiling: float = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return jittered_backoff(attempt, base=self.backoff_base, cap=self.backoff_cap)
 
     def _post(self, method: str, params: Mapping[str, object]) -> Any:
         # Everything, `format` and `api_key` included, goes in the body: a key in the URL ends up
