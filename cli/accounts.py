@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.logging import configure_logging
+from shared.logs import configure_logging
 from shared.settings import get_settings
 
 console = Console()
@@ -77,8 +77,8 @@ def accounts_refresh(
     """Queue a token refresh for one account (a token-refresh worker performs it)."""
     from shared.accounts import get_account_by_name
     from shared.db import DatabaseUnavailable, get_database
+    from shared.jobqueue import QueueUnavailable, get_queue
     from shared.jobs import RefreshTokenJob
-    from shared.queue import QueueUnavailable, get_queue
 
     try:
         account = get_account_by_name(get_database(), name)
@@ -104,7 +104,7 @@ def update_tokens(
 ) -> None:
     """Queue refreshes of tokens expiring soon (the original's Sync:update-tokens -t)."""
     from shared.db import DatabaseUnavailable
-    from shared.queue import QueueUnavailable
+    from shared.jobqueue import QueueUnavailable
     from shared.tokens import enqueue_expiring_refreshes
 
     configure_logging("cli", get_settings().log_level)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from shared.jobs import JOB_TYPES
-from shared.logging import configure_logging
+from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
 console = Console()
@@ -210,7 +210,7 @@ def workers_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @queue_app.command("stats")
 def queue_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Ready, reserved, delayed and buried jobs per tube."""
-    from shared.queue import QueueUnavailable, get_queue
+    from shared.jobqueue import QueueUnavailable, get_queue
 
     try:
         stats = {tube: get_queue().tube_stats(tube) for tube in JOB_TYPES}
@@ -264,7 +264,7 @@ def queue_kick(
 ) -> None:
     """Replay buried jobs of a tube (they go back to ready)."""
     from shared.db import get_database
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
 
     if tube not in JOB_TYPES:
         fail(f"unknown tube {tube!r} (known: {', '.join(JOB_TYPES)})", 2)

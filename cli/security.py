@@ -99,7 +99,7 @@ def rotate_key(
     `rotate-key --check`; when it passes, drop <old> and restart again.
     """
     from shared.db import get_database
-    from shared.logging import configure_logging
+    from shared.logs import configure_logging
     from shared.settings import get_settings
 
     settings = get_settings()

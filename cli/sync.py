@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.logging import configure_logging
+from shared.logs import configure_logging
 from shared.settings import get_settings
 
 console = Console()
@@ -51,7 +51,7 @@ def sync(
     """Start a full sync of an account (or join the one running) and follow it to the end."""
     from shared.db import get_database
     from shared.fullsync import get_sync_run, request_sync, run_as_dict
-    from shared.queue import QueueUnavailable
+    from shared.jobqueue import QueueUnavailable
 
     configure_logging("cli", "WARNING")
     db = get_database()

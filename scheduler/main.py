@@ -16,8 +16,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
-from shared.logging import configure_logging
-from shared.queue import hostname
+from shared.jobqueue import hostname
+from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("amosync.scheduler")

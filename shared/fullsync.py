@@ -38,8 +38,8 @@ from shared.amocrm.models import Contact
 from shared.clock import iso_utc, utcnow
 from shared.contacts import load_enum_codes, select_emails
 from shared.db import Database, Row, get_database
+from shared.jobqueue import Delivery, QueueUnavailable, RetryJob, backoff_seconds, get_queue
 from shared.jobs import FullSyncJob
-from shared.queue import Delivery, QueueUnavailable, RetryJob, backoff_seconds, get_queue
 from shared.settings import get_settings
 from shared.sync import ApplyResult, ContactState, apply_contact_states
 from shared.tokens import amocrm_client_for
@@ -232,7 +232,7 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
 
     A run is marked failed exactly when the queue stops retrying its job: a known-transient
     failure (RetryJob) when the job's retry budget cannot cover the next delay, an unexpected
-    exception after JOB_MAX_ATTEMPTS (the consumer's own rules, see shared.queue).
+    exception after JOB_MAX_ATTEMPTS (the consumer's own rules, see shared.jobqueue).
     """
     db = get_database()
     settings = get_settings()

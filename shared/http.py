@@ -16,8 +16,8 @@ from shared import errors
 from shared.amocrm import errors as amo_errors
 from shared.crypto import DecryptionFailed
 from shared.db import DatabaseUnavailable, get_database
-from shared.logging import configure_logging, new_request_id, request_id_var
-from shared.queue import QueueUnavailable, get_queue
+from shared.jobqueue import QueueUnavailable, get_queue
+from shared.logs import configure_logging, new_request_id, request_id_var
 from shared.settings import get_settings
 from shared.unisender import errors as uni_errors
 

@@ -23,8 +23,8 @@ from shared.amocrm.client import AmoCrmClient
 from shared.clock import utcnow
 from shared.contacts import resolve_enum_codes, select_emails
 from shared.db import Database, DatabaseUnavailable, get_database
+from shared.jobqueue import Delivery, PoisonJob, RetryJob
 from shared.jobs import ContactEvent, ContactEventsJob
-from shared.queue import Delivery, PoisonJob, RetryJob
 from shared.sync import ApplyResult, ContactState, apply_contact_states, newest_per_contact
 from shared.tokens import amocrm_client_for
 from shared.unisender import errors as uni_errors

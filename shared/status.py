@@ -15,8 +15,8 @@ from typing import Any
 
 from shared.clock import utcnow
 from shared.db import Database, Row
+from shared.jobqueue import QueueUnavailable, get_queue
 from shared.jobs import JOB_TYPES
-from shared.queue import QueueUnavailable, get_queue
 from shared.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)

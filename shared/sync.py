@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from shared.contacts import normalize_name
 from shared.db import Database, Row
-from shared.queue import RetryJob
+from shared.jobqueue import RetryJob
 from shared.unisender.client import UnisenderClient
 from shared.unisender.models import ImportRow
 

@@ -23,8 +23,8 @@ from shared.amocrm.oauth import AmoCrmOAuth
 from shared.clock import naive_utc
 from shared.crypto import get_secret_box
 from shared.db import Database, get_database
+from shared.jobqueue import Delivery, RetryJob, get_queue
 from shared.jobs import RefreshTokenJob
-from shared.queue import Delivery, RetryJob, get_queue
 from shared.ratelimit import MySqlThrottle
 from shared.settings import Settings, get_settings
 

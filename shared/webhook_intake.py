@@ -24,9 +24,9 @@ from shared.amocrm.webhooks import (
 )
 from shared.crypto import DecryptionFailed, get_secret_box, new_secret, sha256_hex
 from shared.db import Database
+from shared.jobqueue import Queue
 from shared.jobs import ContactEvent, ContactEventsJob
-from shared.logging import request_id_var
-from shared.queue import Queue
+from shared.logs import request_id_var
 from shared.settings import get_settings
 
 WEBHOOK_EVENTS = ("add_contact", "update_contact", "delete_contact", "restore_contact")

@@ -11,8 +11,8 @@ from typing import Any
 
 from shared.clock import utcnow
 from shared.db import Database, get_database
+from shared.jobqueue import Consumer, ConsumerOptions, get_queue, hostname
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
-from shared.queue import Consumer, ConsumerOptions, get_queue, hostname
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)

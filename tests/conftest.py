@@ -36,7 +36,7 @@ def reset_caches() -> None:
     """Forget every cached settings-derived object so the next call reads the environment."""
     from shared.crypto import get_secret_box
     from shared.db import get_database
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
     from shared.settings import get_settings
 
     for cached in (get_settings, get_database, get_queue, get_secret_box):

@@ -11,7 +11,7 @@ from shared import errors
 from shared.amocrm.webhooks import parse_id
 from shared.db import get_database
 from shared.http import endpoint, require_method
-from shared.queue import get_queue
+from shared.jobqueue import get_queue
 from shared.webhook_intake import accept_webhook
 
 

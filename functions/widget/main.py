@@ -9,7 +9,7 @@ from typing import Any
 import flask
 import functions_framework
 
-from shared import connection, errors
+from shared import errors, widget_connect
 from shared.db import get_database
 from shared.http import endpoint
 from shared.widget_auth import authenticate_widget, preflight, with_cors
@@ -33,11 +33,11 @@ def _route(request: flask.Request) -> Any:
     db = get_database()
     _, account = authenticate_widget(request, db)
     if action == "status":
-        return connection.status(db, account)
+        return widget_connect.status(db, account)
     if action == "disconnect":
-        return connection.disconnect(db, account)
+        return widget_connect.disconnect(db, account)
     body = _form(request)
-    return connection.connect(
+    return widget_connect.connect(
         db, account, api_key=body.get("api_key"), email_types=body.get("email_types")
     )
 

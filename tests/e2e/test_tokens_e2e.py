@@ -14,8 +14,8 @@ import requests
 
 from cli.devstack import ROOT, SCHEDULER_COMMAND, Stack, venv_bin
 from shared.db import get_database
+from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from shared.queue import get_queue
 from tests.e2e.flows_accounts import InstalledAccount, amo_control, install_account, stored_account
 from tests.e2e.flows_widget import wait_for
 

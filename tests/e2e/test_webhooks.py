@@ -226,7 +226,7 @@ def test_two_thousand_updates_cost_at_most_ten_imports(stack: Stack, accounts: A
 
 
 def test_forged_destination_and_malformed_body_change_nothing(stack: Stack, accounts: Any) -> None:
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
 
     a, _ = accounts
     before = members(stack, a)
@@ -269,7 +269,7 @@ def test_queue_down_means_503_and_the_resend_loses_nothing(
     a, _ = accounts
     t = tag()
     email = f"outage-{t}@x.ru"
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
 
     def idle() -> bool:
         stats = get_queue().tube_stats("contact-events")

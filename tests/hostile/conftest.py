@@ -134,8 +134,8 @@ def target(stack: Stack, base_env: dict[str, str]) -> Iterator[Target]:
 
 def quiesce(timeout: float = 30) -> None:
     """Wait until no job is queued or running, so the guarded tables hold still."""
+    from shared.jobqueue import get_queue
     from shared.jobs import JOB_TYPES
-    from shared.queue import get_queue
     from tests.e2e.flows_widget import wait_for
 
     def idle() -> bool:
@@ -151,7 +151,7 @@ def quiesce(timeout: float = 30) -> None:
 
 def snapshot(db: Any, tables: tuple[str, ...] = GUARDED_TABLES) -> dict[str, Any]:
     """Row counts and content checksums of the guarded tables, and the queues' job totals."""
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
 
     state: dict[str, Any] = {}
     for table in tables:

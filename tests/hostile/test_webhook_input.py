@@ -53,7 +53,7 @@ def _post(target: Target, body: bytes | str, headers: dict[str, str]) -> request
 
 
 def snapshot_queue(target: Target) -> int:
-    from shared.queue import get_queue
+    from shared.jobqueue import get_queue
 
     return int(get_queue().tube_stats("contact-events")["total-jobs"])
 

@@ -17,7 +17,7 @@ import functions_framework
 import pytest
 import requests
 
-from shared import connection
+from shared import widget_connect
 from shared.accounts import (
     UNPAID_PAUSE,
     get_account,
@@ -29,8 +29,8 @@ from shared.amocrm import errors as amo_errors
 from shared.clock import utcnow
 from shared.db import get_database
 from shared.incremental import handle_event_batch
+from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
-from shared.queue import Delivery
 from shared.settings import get_settings
 from shared.webhook_intake import ensure_webhook_secret
 from tests.integration.test_fullsync import Sandboxes, connect, env, run_sync, servers  # noqa: F401
@@ -134,14 +134,14 @@ def test_connect_and_disconnect_record_a_blocked_account(env: Sandboxes) -> None
     assert account is not None
     block(env, acc.account_id)
     with pytest.raises(amo_errors.AccountBlocked):
-        connection.connect(db, account, api_key=acc.api_key)
+        widget_connect.connect(db, account, api_key=acc.api_key)
     after = get_account(db, acc.account_id)
     assert after is not None and after.status == "blocked"
 
     # Disconnecting still works without amoCRM, and records the refusal too.
     db.execute("UPDATE accounts SET status = 'active' WHERE id = %s", (acc.account_id,))
     ensure_webhook_secret(db, acc.account_id)
-    result = connection.disconnect(db, account)
+    result = widget_connect.disconnect(db, account)
     assert result["webhook_removed"] is False and result["key_forgotten"] is True
     after = get_account(db, acc.account_id)
     assert after is not None and after.status == "blocked"

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from shared.crypto import get_secret_box
 from shared.db import Database
+from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from shared.queue import get_queue
 from tests.conftest import reset_caches
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 
 from shared.db import get_database
 from shared.incremental import handle_event_batch
+from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob
-from shared.queue import Delivery
 from tests.integration.test_fullsync import Sandboxes, connect, env, run_sync, servers  # noqa: F401
 
 pytestmark = pytest.mark.integration

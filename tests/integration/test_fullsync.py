@@ -23,8 +23,8 @@ from sandbox.unisender import create_app as create_uni
 from shared.accounts import get_account, mark_account_status
 from shared.clock import utcnow
 from shared.db import Database, get_database
+from shared.jobqueue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.jobs import FullSyncJob
-from shared.queue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link

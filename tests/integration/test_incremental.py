@@ -9,8 +9,8 @@ import requests
 
 from shared.db import Database
 from shared.incremental import handle_event_batch
+from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
-from shared.queue import Delivery
 from shared.unisender_link import save_unisender_link
 from tests.integration.test_sync_apply import Tenant, make_tenant, uni_url  # noqa: F401
 

@@ -12,8 +12,8 @@ import pytest
 
 from shared.crypto import SecretBox, get_secret_box
 from shared.db import Database, get_database
+from shared.jobqueue import Consumer, ConsumerOptions, Delivery, PoisonJob, RetryJob, get_queue
 from shared.jobs import RefreshTokenJob
-from shared.queue import Consumer, ConsumerOptions, Delivery, PoisonJob, RetryJob, get_queue
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def _consumer(handler, **opts) -> Consumer[RefreshTokenJob]:  # type: ignore[no-
 
 def test_job_put_by_another_process_is_consumed(beanstalkd, db) -> None:  # type: ignore[no-untyped-def]
     script = (
-        "from shared.queue import get_queue; from shared.jobs import RefreshTokenJob;"
+        "from shared.jobqueue import get_queue; from shared.jobs import RefreshTokenJob;"
         "print(get_queue().put(RefreshTokenJob(account_id=42, request_id='rid-1')))"
     )
     out = subprocess.run(
@@ -164,7 +164,7 @@ def test_malformed_body_is_buried_without_calling_handler(beanstalkd) -> None:  
 
 def test_queue_unavailable_is_reported(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from cli.devstack import free_port
-    from shared.queue import Queue, QueueUnavailable
+    from shared.jobqueue import Queue, QueueUnavailable
 
     queue = Queue("127.0.0.1", free_port())
     started = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from scheduler.main import REFRESH_TOKENS, refresh_tokens_job, resolve, run_once
 from shared.db import Database
-from shared.queue import get_queue
+from shared.jobqueue import get_queue
 from shared.settings import get_settings
 from tests.conftest import reset_caches
 
@@ -74,7 +74,7 @@ def test_two_replicas_run_the_token_refresh_once(
 
 
 def test_failed_action_releases_its_slot(db: Database, caplog: pytest.LogCaptureFixture) -> None:
-    from shared.queue import QueueUnavailable
+    from shared.jobqueue import QueueUnavailable
 
     name = f"test-{uuid.uuid4().hex[:8]}"
 

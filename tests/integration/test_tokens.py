@@ -19,9 +19,9 @@ from sandbox.amocrm.state import AccountRec, World
 from shared.accounts import get_account
 from shared.amocrm.errors import Unauthorized
 from shared.db import Database, get_database
+from shared.jobqueue import Delivery, RetryJob, get_queue
 from shared.jobs import RefreshTokenJob
 from shared.oauth_flow import complete_authorization
-from shared.queue import Delivery, RetryJob, get_queue
 from shared.settings import get_settings
 from shared.tokens import (
     DbTokenProvider,

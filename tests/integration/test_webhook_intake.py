@@ -12,8 +12,8 @@ import functions_framework
 import pytest
 
 from shared.db import Database
+from shared.jobqueue import get_queue
 from shared.jobs import ContactEventsJob
-from shared.queue import get_queue
 from shared.webhook_intake import ensure_webhook_secret
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.db import Database
+from shared.jobqueue import Consumer, ConsumerOptions, get_queue
 from shared.jobs import RefreshTokenJob
-from shared.queue import Consumer, ConsumerOptions, get_queue
 from shared.workers import RegistryError, WorkerRegistry
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
     JOURNAL=<file> SLOW_SECONDS=<s> MAX_JOBS=<n> python -m tests.reliability.slow_consumer
 
-It runs the platform's one consumer loop (shared.queue.Consumer) on contact-events, batching like
+It runs the platform's one consumer loop (shared.jobqueue.Consumer) on contact-events, batching like
 the real contact-events worker, with a handler that only writes to the journal.
 """
 
@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from shared.jobqueue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.jobs import ContactEventsJob
-from shared.queue import Consumer, ConsumerOptions, Delivery, get_queue
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from cli.devstack import Stack
 from cli.main import app
+from shared.jobqueue import get_queue
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
-from shared.queue import get_queue
 from tests.e2e.flows_accounts import install_account
 from tests.e2e.flows_sync import (
     SyncAccount,

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from cli.devstack import FUNCTIONS, Ports, Stack
+from shared.jobqueue import Queue
 from shared.jobs import ContactEventsJob
-from shared.queue import Queue
 from shared.webhook_intake import ensure_webhook_secret
 from tests.conftest import MYSQL_HOST, MYSQL_PORT, Beanstalkd
 from tests.e2e.flows_widget import mint_widget_token, wait_for

@@ -13,8 +13,8 @@ import greenstalk
 import pytest
 
 from cli.devstack import ROOT
+from shared.jobqueue import get_queue
 from shared.jobs import ContactEvent, ContactEventsJob
-from shared.queue import get_queue
 from tests.conftest import Beanstalkd
 from tests.e2e.flows_widget import wait_for
 

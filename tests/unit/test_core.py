@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from shared import errors
 from shared.http import map_exception
-from shared.logging import JsonFormatter, redact, request_id_var
+from shared.logs import JsonFormatter, redact, request_id_var
 from shared.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -91,7 +91,7 @@ def test_one_mapping_from_exceptions_to_http(exc: Exception, status: int, code: 
 
 def test_infrastructure_failures_map_to_503() -> None:
     from shared.db import DatabaseUnavailable
-    from shared.queue import QueueUnavailable
+    from shared.jobqueue import QueueUnavailable
 
     assert map_exception(DatabaseUnavailable("x"))[0] == 503
     assert map_exception(QueueUnavailable("x"))[0] == 503

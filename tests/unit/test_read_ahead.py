@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.fullsync import read_ahead
-from shared.logging import request_id_var
+from shared.logs import request_id_var
 
 pytestmark = pytest.mark.unit
 

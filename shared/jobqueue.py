@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from shared.backoff import jittered_backoff
 from shared.jobs import Job
-from shared.logging import request_id_var
+from shared.logs import request_id_var
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
