@@ -61,6 +61,11 @@ def normalize_name(value: str | None) -> str:
     return (value or "").strip()[:MAX_NAME_LENGTH]
 
 
+def contact_display_name(name: str, first_name: str = "", last_name: str = "") -> str:
+    """The one name rule: amoCRM's `name`, else "first last" (amoCRM may send an empty `name`)."""
+    return normalize_name(name) or normalize_name(f"{first_name} {last_name}")
+
+
 def parse_email_types(raw: str | Iterable[str] | None) -> set[str] | None:
     """`accounts.email_types` ("WORK,PRIV") → {"WORK", "PRIV"}; empty or None → None (all)."""
     if raw is None:

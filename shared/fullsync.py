@@ -36,12 +36,12 @@ from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
 from shared.amocrm.models import Contact
 from shared.clock import iso_utc, utcnow
-from shared.contacts import load_enum_codes, select_emails
+from shared.contacts import load_enum_codes
 from shared.db import Database, Row, get_database
 from shared.jobqueue import Delivery, QueueUnavailable, RetryJob, backoff_seconds, get_queue
 from shared.jobs import FullSyncJob
 from shared.settings import get_settings
-from shared.sync import ApplyResult, ContactState, apply_contact_states
+from shared.sync import ApplyResult, ContactState, apply_contact_states, state_from_contact
 from shared.tokens import amocrm_client_for
 from shared.unisender import errors as uni_errors
 from shared.unisender.client import UnisenderClient
@@ -513,19 +513,9 @@ class _Runner:
         self.allowed = set(account.email_types) if account.email_types else None
 
     def state_of(self, contact: Contact) -> ContactState:
-        name = contact.name.strip() or f"{contact.first_name} {contact.last_name}".strip()
-        emails = select_emails(
-            contact.email_values(), enum_codes=self.enum_codes, allowed_types=self.allowed
-        )
-        return ContactState(
-            contact_id=contact.id,
-            name=name,
-            updated_at=contact.updated_at,
-            emails=emails,
-            deleted=contact.is_deleted,
-            # Read from amoCRM just now: seen alive, it overrides a deletion we dated ourselves.
-            received_at=time.time(),
-            authoritative=True,
+        # Read from amoCRM just now: seen alive, it overrides a deletion we dated ourselves.
+        return state_from_contact(
+            contact, enum_codes=self.enum_codes, allowed_types=self.allowed, received_at=time.time()
         )
 
     def apply(self, states: list[ContactState], *, mark_seen: bool) -> ApplyResult:

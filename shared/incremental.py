@@ -25,7 +25,13 @@ from shared.contacts import resolve_enum_codes, select_emails
 from shared.db import Database, DatabaseUnavailable, get_database
 from shared.jobqueue import Delivery, PoisonJob, RetryJob
 from shared.jobs import ContactEvent, ContactEventsJob
-from shared.sync import ApplyResult, ContactState, apply_contact_states, newest_per_contact
+from shared.sync import (
+    ApplyResult,
+    ContactState,
+    apply_contact_states,
+    newest_per_contact,
+    state_from_contact,
+)
 from shared.tokens import amocrm_client_for
 from shared.unisender import errors as uni_errors
 from shared.unisender_link import get_unisender_link, unisender_client_for
@@ -261,15 +267,13 @@ def _states(db: Database, account: AccountRow, timed: list[_Timed]) -> list[Cont
             if contact is None:
                 states.append(_deleted(item, read_at))
                 continue
-            emails = select_emails(contact.email_values(), enum_codes=codes, allowed_types=allowed)
             states.append(
-                ContactState(
-                    event.contact_id,
-                    contact.name,
-                    max(item.at, contact.updated_at),
-                    emails,
+                state_from_contact(
+                    contact,
+                    enum_codes=codes,
+                    allowed_types=allowed,
                     received_at=read_at,
-                    authoritative=True,
+                    not_before=item.at,
                 )
             )
         else:

@@ -10,11 +10,12 @@ plan again (imports are upserts and excludes are idempotent).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from shared.contacts import normalize_name
+from shared.amocrm.models import Contact
+from shared.contacts import contact_display_name, normalize_name, select_emails
 from shared.db import Database, Row
 from shared.jobqueue import RetryJob
 from shared.unisender.client import UnisenderClient
@@ -70,6 +71,34 @@ class ContactState:
         apart by when we received them (later wins).
         """
         return (self.updated_at, self.received_at)
+
+
+def state_from_contact(
+    contact: Contact,
+    *,
+    enum_codes: Mapping[int, str] | None,
+    allowed_types: set[str] | None,
+    received_at: float,
+    not_before: int = 0,
+) -> ContactState:
+    """A contact just read from amoCRM's API as the state to apply: the one mapping.
+
+    Every path that reads a contact back (full sync, reconcile, restore) goes through here, so
+    they agree on its name and addresses and a later run never sees a change that is not there.
+    `not_before` is the time of the event that made us read it (a restore stamped later than the
+    contact's own `updated_at`).
+    """
+    return ContactState(
+        contact_id=contact.id,
+        name=contact_display_name(contact.name, contact.first_name, contact.last_name),
+        updated_at=max(not_before, contact.updated_at),
+        emails=select_emails(
+            contact.email_values(), enum_codes=enum_codes, allowed_types=allowed_types
+        ),
+        deleted=contact.is_deleted,
+        received_at=received_at,
+        authoritative=True,
+    )
 
 
 @dataclass
