@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import signal
 from collections.abc import Callable
@@ -16,21 +15,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
+from shared.fullsync import enqueue_reconciles
 from shared.jobqueue import hostname
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
+from shared.tokens import enqueue_expiring_refreshes
 
 log = logging.getLogger("amosync.scheduler")
-
-# Domain entry points, resolved lazily so the scheduler only needs what it actually runs.
-REFRESH_TOKENS = "shared.tokens:enqueue_expiring_refreshes"
-RECONCILE = "shared.fullsync:enqueue_reconciles"
-
-
-def resolve(path: str) -> Callable[..., Any]:
-    module, _, attr = path.partition(":")
-    target: Callable[..., Any] = getattr(importlib.import_module(module), attr)
-    return target
 
 
 def claim_run(db: Database, job_name: str, run_key: str) -> bool:
@@ -79,7 +70,7 @@ def refresh_tokens_job(settings: Settings) -> Any:
     return run_once(
         "refresh-tokens",
         settings.token_refresh_interval_minutes * 60,
-        lambda: resolve(REFRESH_TOKENS)(
+        lambda: enqueue_expiring_refreshes(
             hours=settings.token_refresh_horizon_hours,
             every_minutes=settings.token_refresh_interval_minutes,
         ),
@@ -88,7 +79,7 @@ def refresh_tokens_job(settings: Settings) -> Any:
 
 def reconcile_job(settings: Settings, mode: str) -> Any:
     interval = settings.reconcile_interval_minutes * 60 if mode == "incremental" else 86400
-    return run_once(f"reconcile-{mode}", interval, lambda: resolve(RECONCILE)(mode=mode))
+    return run_once(f"reconcile-{mode}", interval, lambda: enqueue_reconciles(mode=mode))
 
 
 def build_scheduler(settings: Settings) -> BlockingScheduler:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from shared.clock import utcnow
 from shared.db import Database, get_database
+from shared.fullsync import handle_sync_batch
+from shared.incremental import handle_event_batch
 from shared.jobqueue import Consumer, ConsumerOptions, get_queue, hostname
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
 from shared.settings import get_settings
+from shared.tokens import handle_refresh_batch
 
 log = logging.getLogger(__name__)
 
@@ -23,24 +26,28 @@ DEAD_AFTER = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class WorkerType:
-    """A consumer type: the job it takes, the handler (module:function) and its batching."""
+    """A consumer type: the job it takes, its handler and its batching.
+
+    The handler is bound by import, not by a "module:attr" string: a rename fails at import
+    time and in mypy instead of when a worker starts.
+    """
 
     job: type[Job]
-    handler: str
+    handler: Callable[[list[Any]], None]
     batch_size: int = 1
     linger_seconds: float = 0.0
 
 
 WORKER_TYPES: dict[str, WorkerType] = {
-    "token-refresh": WorkerType(RefreshTokenJob, "shared.tokens:handle_refresh_batch"),
+    "token-refresh": WorkerType(RefreshTokenJob, handle_refresh_batch),
     # Drains up to 500 rows' worth of events (or a short linger) into one importContacts call.
     "contact-events": WorkerType(
         ContactEventsJob,
-        "shared.incremental:handle_event_batch",
+        handle_event_batch,
         batch_size=200,
         linger_seconds=1.0,
     ),
-    "full-sync": WorkerType(FullSyncJob, "shared.fullsync:handle_sync_batch"),
+    "full-sync": WorkerType(FullSyncJob, handle_sync_batch),
 }
 
 
@@ -160,11 +167,6 @@ def record_buried(tube: str, job_id: int, reason: str, body: str) -> None:
     )
 
 
-def load_handler(worker_type: WorkerType) -> Any:
-    module_name, _, attr = worker_type.handler.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
     """A consumer for one worker type, registered and heart-beating under `name`."""
     WorkerRegistry.check_type(type_name)
@@ -184,7 +186,7 @@ def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
     return Consumer(
         get_queue(),
         worker_type.job,
-        load_handler(worker_type),
+        worker_type.handler,
         options=options,
         heartbeat=lambda done: registry.heartbeat(type_name, worker_name, done),
         on_bury=record_buried,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.main import REFRESH_TOKENS, refresh_tokens_job, resolve, run_once
+from scheduler.main import refresh_tokens_job, run_once
 from shared.db import Database
 from shared.jobqueue import get_queue
 from shared.settings import get_settings
@@ -21,12 +21,6 @@ from tests.conftest import reset_caches
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_refresh_entry_point_resolves() -> None:
-    from shared.tokens import enqueue_expiring_refreshes
-
-    assert resolve(REFRESH_TOKENS) is enqueue_expiring_refreshes
 
 
 def test_two_calls_in_one_slot_run_once(db: Database) -> None:
