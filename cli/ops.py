@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 import typer
@@ -273,10 +272,6 @@ def queue_kick(
         "DELETE FROM parked_jobs WHERE tube = %s ORDER BY buried_at LIMIT %s", (tube, kicked)
     )
     console.print(f"kicked {kicked} job(s) on {tube}")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 if __name__ == "__main__":  # pragma: no cover

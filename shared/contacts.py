@@ -46,7 +46,7 @@ class EmailLike(Protocol):
     def enum_code(self) -> str | None: ...
 
 
-def normalize_email(value: str | None) -> str | None:
+def valid_email(value: str | None) -> str | None:
     """Trimmed, lower-cased address, or None when it is not shaped like an email."""
     if value is None:
         return None
@@ -100,7 +100,7 @@ def select_emails(
     codes = enum_codes or {}
     seen: dict[str, None] = {}
     for value in values:
-        email = normalize_email(value.value)
+        email = valid_email(value.value)
         if email is None:
             continue
         if allowed_types is not None and email_type(value, codes) not in allowed_types:

@@ -46,18 +46,6 @@ class Conflict(AppError):
     code = "conflict"
 
 
-class PayloadTooLarge(AppError):
-    status = 413
-    code = "payload_too_large"
-
-
-class UpstreamError(AppError):
-    """amoCRM or Unisender refused or failed; we are a gateway to them here."""
-
-    status = 502
-    code = "upstream_error"
-
-
 class ServiceUnavailable(AppError):
     """A dependency (MySQL, Beanstalk, a vendor) is down: retry later."""
 

@@ -214,10 +214,6 @@ def enqueue_reconciles(mode: str = "incremental") -> int:
 # --- the consumer ---------------------------------------------------------------------------
 
 
-class RunFailed(Exception):
-    """The run cannot succeed as things are (account state, credentials): record and stop."""
-
-
 class RunBusy(RetryJob):
     """Another runner holds the account's run lock: come back later, nothing failed."""
 
@@ -349,9 +345,6 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
                 runner.run_full(start_page=int(run["checkpoint_page"] or 0) + 1)
             else:
                 runner.run_incremental(account_watermark(db, account.id) or 0)
-    except RunFailed as exc:
-        _finish(db, job.run_id, FAILED, str(exc))
-        return
     except (amo_errors.RateLimited, amo_errors.Transient) as exc:
         delay = getattr(exc, "retry_after", None)
         raise RetryJob(f"amoCRM: {type(exc).__name__}: {exc}", delay=delay) from exc

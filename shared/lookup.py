@@ -12,7 +12,7 @@ from shared.accounts import AccountRow, amocrm_failures_recorded
 from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.models import Contact
 from shared.clock import iso_utc
-from shared.contacts import email_type, load_enum_codes, normalize_email, select_emails
+from shared.contacts import email_type, load_enum_codes, select_emails, valid_email
 from shared.db import Database, Row
 from shared.sync import fetch_in
 from shared.unisender.client import UnisenderClient
@@ -96,7 +96,7 @@ def _with_sync_state(
                     {
                         "value": v.value,
                         "type": email_type(v, codes),
-                        "syncs": normalize_email(v.value) in synced,
+                        "syncs": valid_email(v.value) in synced,
                     }
                     for v in contact.email_values()
                 ],

@@ -9,7 +9,7 @@ import functions_framework
 from shared import errors
 from shared.access import authorize_account, int_param
 from shared.amocrm.client import MAX_PAGE
-from shared.contacts import normalize_email
+from shared.contacts import valid_email
 from shared.db import get_database
 from shared.http import endpoint, query_param, require_method
 from shared.lookup import contact_view, contacts_page
@@ -58,7 +58,7 @@ def list_contacts(request: flask.Request) -> Any:
 def show_contact(request: flask.Request) -> Any:
     db = get_database()
     raw = query_param(request, "email", max_length=254)
-    email = normalize_email(raw)
+    email = valid_email(raw)
     if email is None:
         raise errors.BadRequest("'email' is not an email address", code="invalid_parameter")
     caller = authorize_account(request, db)

@@ -31,7 +31,7 @@ from shared.unisender.models import (
     MailingList,
     RowError,
     UnisenderContact,
-    normalize_email,
+    canonical_email,
 )
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class UnisenderClient:
             # Without list_ids Unisender excludes from every list of the account, including
             # lists amosync does not manage.
             raise ValueError("exclude needs at least one list id")
-        params = {"contact_type": "email", "contact": normalize_email(email), "list_ids": ids}
+        params = {"contact_type": "email", "contact": canonical_email(email), "list_ids": ids}
         try:
             self.call("exclude", params)
         except NotFound:
@@ -371,7 +371,7 @@ class UnisenderClient:
     ) -> UnisenderContact | None:
         """The contact with this address, or None if Unisender does not know it."""
         params = {
-            "email": normalize_email(email),
+            "email": canonical_email(email),
             "include_lists": include_lists,
             "include_fields": include_fields,
             "include_details": include_details,
@@ -393,7 +393,7 @@ class UnisenderClient:
         self, email: str, list_ids: Iterable[int], *, condition: str = "or"
     ) -> bool:
         """Whether the address is in any (`or`) or all (`and`) of the lists."""
-        params = {"email": normalize_email(email), "list_ids": join_ids(list_ids)}
+        params = {"email": canonical_email(email), "list_ids": join_ids(list_ids)}
         result = self.call("isContactInLists", {**params, "condition": condition})
         return result in (True, 1, "1", "true")
 

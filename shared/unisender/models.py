@@ -27,7 +27,7 @@ def _lenient_int(value: object) -> object:
 LenientInt = Annotated[int, BeforeValidator(_lenient_int)]
 
 
-def normalize_email(value: str) -> str:
+def canonical_email(value: str) -> str:
     """Trim and lower-case an address: Unisender's own normalization is undocumented."""
     return value.strip().lower()
 
@@ -66,7 +66,7 @@ class ImportRow(_Model):
     @field_validator("email")
     @classmethod
     def _normalize(cls, value: str) -> str:
-        email = normalize_email(value)
+        email = canonical_email(value)
         if not email:
             raise ValueError("email is empty")
         return email

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.amocrm.models import Contact
-from shared.contacts import normalize_email, parse_email_types, select_emails, unknown_enum_ids
+from shared.contacts import parse_email_types, select_emails, unknown_enum_ids, valid_email
 from shared.jobs import EmailValue
 
 pytestmark = pytest.mark.unit
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.unit
         ("a@" + "b" * 250 + ".ru", None),
     ],
 )
-def test_normalize_email(raw: str | None, expected: str | None) -> None:
-    assert normalize_email(raw) == expected
+def test_valid_email(raw: str | None, expected: str | None) -> None:
+    assert valid_email(raw) == expected
 
 
 def test_select_emails_dedupes_normalizes_and_keeps_order() -> None:
