@@ -1,5 +1,8 @@
 # One image for every amosync container; FUNCTION picks the functions-framework target.
-FROM python:3.11-slim
+# BASE_IMAGE: any image with Python 3.11+, pip and useradd (compose passes
+# AMOSYNC_PYTHON_BASE_IMAGE; the default is the official Python image).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
