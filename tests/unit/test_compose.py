@@ -122,6 +122,8 @@ def test_beanstalkd_keeps_a_binlog_on_a_volume(services: dict) -> None:  # type:
     assert beanstalkd["command"] == beanstalkd_command(11300, binlog, host="0.0.0.0")
     assert any(v.endswith(":" + binlog) for v in beanstalkd["volumes"])
     assert beanstalkd["healthcheck"]
+    # As PID 1 beanstalkd ignores SIGTERM; an init forwards it (found running it under podman).
+    assert beanstalkd["init"] is True
 
 
 def test_app_services_wait_for_migrations_and_healthy_dependencies(services: dict) -> None:  # type: ignore[type-arg]
