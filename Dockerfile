@@ -20,7 +20,9 @@ COPY widget ./widget
 ARG FUNCTION=""
 ENV FUNCTION_TARGET=${FUNCTION} FUNCTION_SOURCE=functions/${FUNCTION}/main.py PORT=8080
 
-RUN useradd --system --uid 10001 amosync
+# A home directory: gunicorn (27) puts its control socket in $HOME/.gunicorn (without one it logs
+# "Control server error: Permission denied: '/home/amosync'" at every start).
+RUN useradd --system --uid 10001 --create-home amosync
 USER amosync
 
 # The same command `amosync dev` runs for each function (cli/devstack.py: function_command).

@@ -89,6 +89,8 @@ def test_one_container_per_function_built_from_the_shared_dockerfile(services: d
         assert flag in cmd and flag in dockerfile
     assert "functions/${FUNCTION}/main.py" in dockerfile
     assert re.search(r"--host 0\.0\.0\.0", dockerfile)
+    # The app user has a home: gunicorn's control socket lives there (found under podman).
+    assert re.search(r"useradd .*--create-home", dockerfile)
 
 
 def test_consumers_scheduler_and_migrate_run_the_dev_commands(services: dict) -> None:  # type: ignore[type-arg]
