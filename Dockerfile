@@ -1,5 +1,8 @@
 # One image for every amosync container; FUNCTION picks the functions-framework target.
-FROM python:3.11-slim
+# BASE_IMAGE: any image with Python 3.11+, pip and useradd (compose passes
+# AMOSYNC_PYTHON_BASE_IMAGE; the default is the official Python image).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -17,7 +20,9 @@ COPY widget ./widget
 ARG FUNCTION=""
 ENV FUNCTION_TARGET=${FUNCTION} FUNCTION_SOURCE=functions/${FUNCTION}/main.py PORT=8080
 
-RUN useradd --system --uid 10001 amosync
+# A home directory: gunicorn (27) puts its control socket in $HOME/.gunicorn (without one it logs
+# "Control server error: Permission denied: '/home/amosync'" at every start).
+RUN useradd --system --uid 10001 --create-home amosync
 USER amosync
 
 # The same command `amosync dev` runs for each function (cli/devstack.py: function_command).

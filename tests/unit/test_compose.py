@@ -89,6 +89,8 @@ def test_one_container_per_function_built_from_the_shared_dockerfile(services: d
         assert flag in cmd and flag in dockerfile
     assert "functions/${FUNCTION}/main.py" in dockerfile
     assert re.search(r"--host 0\.0\.0\.0", dockerfile)
+    # The app user has a home: gunicorn's control socket lives there (found under podman).
+    assert re.search(r"useradd .*--create-home", dockerfile)
 
 
 def test_consumers_scheduler_and_migrate_run_the_dev_commands(services: dict) -> None:  # type: ignore[type-arg]
@@ -122,6 +124,8 @@ def test_beanstalkd_keeps_a_binlog_on_a_volume(services: dict) -> None:  # type:
     assert beanstalkd["command"] == beanstalkd_command(11300, binlog, host="0.0.0.0")
     assert any(v.endswith(":" + binlog) for v in beanstalkd["volumes"])
     assert beanstalkd["healthcheck"]
+    # As PID 1 beanstalkd ignores SIGTERM; an init forwards it (found running it under podman).
+    assert beanstalkd["init"] is True
 
 
 def test_app_services_wait_for_migrations_and_healthy_dependencies(services: dict) -> None:  # type: ignore[type-arg]
@@ -225,3 +229,56 @@ def test_make_up_uses_the_sandbox_override_and_up_prod_does_not() -> None:
     )
     prod = _make_dry_run("up-prod")
     assert "docker compose" in prod and "sandbox" not in prod
+
+
+# The images compose builds from and runs: public defaults, each replaceable by a local image
+# (a mirror, or the Debian stand-ins a registry-less machine builds).
+IMAGE_VARIABLES = {
+    "AMOSYNC_PYTHON_BASE_IMAGE": "python:3.11-slim",
+    "AMOSYNC_BEANSTALKD_BASE_IMAGE": "debian:bookworm-slim",
+    "AMOSYNC_MYSQL_IMAGE": "mysql:8.0",
+    "AMOSYNC_NGINX_IMAGE": "nginx:1.27-alpine",
+}
+PYTHON_BUILT = (*APP_SERVICES, "sandbox-amocrm", "sandbox-unisender")
+
+
+def _images(config: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    services = config["services"]
+    found = {
+        "AMOSYNC_MYSQL_IMAGE": services["mysql"]["image"],
+        "AMOSYNC_NGINX_IMAGE": services["gateway"]["image"],
+        "AMOSYNC_BEANSTALKD_BASE_IMAGE": services["beanstalkd"]["build"]["args"]["BASE_IMAGE"],
+    }
+    bases = {services[name]["build"]["args"]["BASE_IMAGE"] for name in PYTHON_BUILT}
+    assert len(bases) == 1, f"the Python-built services disagree on their base: {bases}"
+    found["AMOSYNC_PYTHON_BASE_IMAGE"] = bases.pop()
+    return found
+
+
+def test_images_default_to_the_public_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in IMAGE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    config = _resolved_config(_example_env(), COMPOSE, SANDBOX, cwd=tmp_path)
+    assert _images(config) == IMAGE_VARIABLES
+
+
+def test_every_image_can_be_a_local_one(tmp_path: Path) -> None:
+    local = {name: f"localhost/stand-in-{i}:test" for i, name in enumerate(IMAGE_VARIABLES)}
+    config = _resolved_config({**_example_env(), **local}, COMPOSE, SANDBOX, cwd=tmp_path)
+    assert _images(config) == local
+    # The prod file alone takes them too.
+    prod = _resolved_config({**_example_env(), **local}, COMPOSE, cwd=tmp_path)
+    assert prod["services"]["mysql"]["image"] == local["AMOSYNC_MYSQL_IMAGE"]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "default"),
+    [("Dockerfile", "python:3.11-slim"), ("docker/beanstalkd.Dockerfile", "debian:bookworm-slim")],
+)
+def test_dockerfiles_take_their_base_from_a_build_argument(dockerfile: str, default: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    assert f"ARG BASE_IMAGE={default}\n" in text
+    froms = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms == ["FROM ${BASE_IMAGE}"]
+    # The ARG precedes the FROM that uses it (an ARG after FROM would not reach it).
+    assert text.index("ARG BASE_IMAGE=") < text.index("FROM ${BASE_IMAGE}")
