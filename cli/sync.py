@@ -50,8 +50,8 @@ def sync(
 ) -> None:
     """Start a full sync of an account (or join the one running) and follow it to the end."""
     from shared.db import get_database
-    from shared.fullsync import get_sync_run, request_sync, run_as_dict
     from shared.jobqueue import QueueUnavailable
+    from shared.sync_runs import get_sync_run, request_sync, run_as_dict
 
     configure_logging("cli", "WARNING")
     db = get_database()
@@ -87,7 +87,7 @@ def sync(
 
 def _follow(run_id: int, poll: float) -> Any:
     from shared.db import get_database
-    from shared.fullsync import get_sync_run
+    from shared.sync_runs import get_sync_run
 
     db = get_database()
     columns = (

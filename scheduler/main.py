@@ -15,10 +15,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
-from shared.fullsync import enqueue_reconciles
 from shared.jobqueue import hostname
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
+from shared.sync_runs import enqueue_reconciles
 from shared.tokens import enqueue_expiring_refreshes
 
 log = logging.getLogger("amosync.scheduler")

@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
+def aware_utcnow() -> datetime:
+    """Now as an aware UTC datetime, for arithmetic with token expiries and JWT times."""
+    return datetime.now(UTC)
+
+
 def utcnow() -> datetime:
     """Now as a naive UTC datetime, for DATETIME columns."""
     return datetime.now(UTC).replace(tzinfo=None)

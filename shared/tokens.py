@@ -9,7 +9,7 @@ under that lock first: whoever comes second sees the rotated pair and does not s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,10 +20,10 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import OAuthRejected, OAuthTransient, Unauthorized
 from shared.amocrm.models import TokenPair
 from shared.amocrm.oauth import AmoCrmOAuth
-from shared.clock import naive_utc
+from shared.clock import aware_utcnow, naive_utc
 from shared.crypto import get_secret_box
 from shared.db import Database, get_database
-from shared.jobqueue import Delivery, RetryJob, get_queue
+from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
 from shared.ratelimit import MySqlThrottle
 from shared.settings import Settings, get_settings
@@ -40,10 +40,6 @@ class RefreshLockBusy(Exception):
     """Another process held the account's refresh lock for longer than we waited."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class StoredTokens:
     """The decrypted pair of one account as stored, with its generation (bumped per rotation)."""
@@ -56,7 +52,7 @@ class StoredTokens:
     generation: int
 
     def expires_within(self, delta: timedelta, *, now: datetime | None = None) -> bool:
-        return self.expires_at <= (now or _utcnow()) + delta
+        return self.expires_at <= (now or aware_utcnow()) + delta
 
 
 def build_oauth(
@@ -114,7 +110,7 @@ def save_rotated_pair(db: Database, account_id: int, pair: TokenPair, *, generat
     changed = db.execute(
         "UPDATE oauth_tokens SET access_token_enc = %s, refresh_token_enc = %s, expires_at = %s, "
         "refreshed_at = %s, generation = generation + 1 WHERE account_id = %s AND generation = %s",
-        (access, refresh, expires, naive_utc(_utcnow()), account_id, generation),
+        (access, refresh, expires, naive_utc(aware_utcnow()), account_id, generation),
     )
     return changed == 1
 
@@ -254,7 +250,7 @@ def enqueue_expiring_refreshes(hours: int, *, every_minutes: int | None = None) 
     rows = db.fetch_all(
         "SELECT a.id FROM accounts a JOIN oauth_tokens t ON t.account_id = a.id "
         "WHERE a.status = 'active' AND t.expires_at <= %s ORDER BY t.expires_at",
-        (naive_utc(_utcnow() + window),),
+        (naive_utc(aware_utcnow() + window),),
     )
     queue = get_queue()
     for row in rows:
@@ -268,48 +264,3 @@ def enqueue_expiring_refreshes(hours: int, *, every_minutes: int | None = None) 
         },
     )
     return len(rows)
-
-
-def handle_refresh_batch(batch: Sequence[Delivery[RefreshTokenJob]]) -> None:
-    """Consumer of `token-refresh`: one account per job, safe against duplicate jobs."""
-    settings = get_settings()
-    db = get_database()
-    oauth = build_oauth(settings)
-    min_age = timedelta(minutes=settings.token_refresh_min_age_minutes)
-    for delivery in batch:
-        _refresh_one(db, oauth, delivery, min_age=min_age)
-
-
-def _refresh_one(
-    db: Database, oauth: AmoCrmOAuth, delivery: Delivery[RefreshTokenJob], *, min_age: timedelta
-) -> None:
-    account_id = delivery.job.account_id
-    account = get_account(db, account_id)
-    if account is None or not account.is_active:
-        # Disabled or awaiting re-auth: nothing to refresh, and retrying would not change that.
-        log.info(
-            "refresh skipped: account not active",
-            extra={"account_id": account_id, "status": account.status if account else None},
-        )
-        return
-    started = _utcnow()
-
-    def still_needed(stored: StoredTokens) -> bool:
-        # refreshed_at is set by refreshes only (an install leaves it NULL): a refresh moments
-        # ago means a duplicate job already did this one's work. Refreshing again would be safe
-        # (we hold the lock and use the newest token) but would spend a grant for nothing.
-        return stored.refreshed_at is None or started - stored.refreshed_at >= min_age
-
-    try:
-        stored = refresh_under_lock(db, oauth, account, still_needed=still_needed)
-    except OAuthRejected as exc:
-        # Terminal: no retry; refresh_under_lock marked the account and raised the alert.
-        log.info("refresh rejected", extra={"account_id": account_id, "http_status": exc.status})
-        return
-    except OAuthTransient as exc:
-        # A 429 says how long to wait; otherwise the consumer's backoff decides.
-        raise RetryJob(f"account {account_id}: {exc}", delay=exc.retry_after) from exc
-    except RefreshLockBusy as exc:
-        raise RetryJob(f"account {account_id}: {exc}") from exc
-    if stored is None:
-        log.info("refresh skipped: account has no tokens", extra={"account_id": account_id})

@@ -11,7 +11,7 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import AmoCrmError
 from shared.contacts import EMAIL_TYPES, parse_email_types
 from shared.db import Database
-from shared.fullsync import latest_sync_run, request_sync, run_as_dict
+from shared.sync_runs import latest_sync_run, request_sync, run_as_dict
 from shared.tokens import amocrm_client_for
 from shared.unisender_link import (
     forget_unisender_link,

@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 from shared.clock import utcnow
+from shared.consumers.contact_events import handle_event_batch
+from shared.consumers.full_sync import handle_sync_batch
+from shared.consumers.token_refresh import handle_refresh_batch
 from shared.db import Database, get_database
-from shared.fullsync import handle_sync_batch
-from shared.incremental import handle_event_batch
 from shared.jobqueue import Consumer, ConsumerOptions, get_queue, hostname
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
 from shared.settings import get_settings
-from shared.tokens import handle_refresh_batch
 
 log = logging.getLogger(__name__)
 

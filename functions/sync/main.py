@@ -8,9 +8,9 @@ import functions_framework
 from shared import errors
 from shared.access import authorize_account, int_param, is_admin_basic
 from shared.db import get_database
-from shared.fullsync import get_sync_run, latest_sync_run, request_sync, run_as_dict
 from shared.http import endpoint, is_admin, require_method
 from shared.status import collect_status, render_status_page
+from shared.sync_runs import get_sync_run, latest_sync_run, request_sync, run_as_dict
 from shared.widget_auth import preflight, with_cors
 
 

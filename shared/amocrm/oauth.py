@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -13,14 +13,11 @@ from pydantic import SecretStr
 from shared.amocrm.client import USER_AGENT
 from shared.amocrm.errors import OAuthTransient, raise_for_oauth_response
 from shared.amocrm.models import TokenPair
+from shared.clock import aware_utcnow
 
 logger = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class AmoCrmOAuth:
@@ -35,7 +32,7 @@ class AmoCrmOAuth:
         api_url_override: str | None = None,
         session: requests.Session | None = None,
         timeout: Timeout = (5, 20),
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = aware_utcnow,
     ) -> None:
         self.client_id = client_id
         self._client_secret = (

@@ -81,7 +81,7 @@ def test_reconcile_excludes_contacts_deleted_while_webhooks_were_lost(
     stack: Stack, isolated_env: dict[str, str]
 ) -> None:
     from shared.db import get_database
-    from shared.fullsync import enqueue_reconciles, latest_sync_run
+    from shared.sync_runs import enqueue_reconciles, latest_sync_run
 
     env = isolated_env
     account = install_connected_account(stack, env)
@@ -155,7 +155,7 @@ def test_consumer_killed_mid_sync_resumes_from_checkpoint(
 ) -> None:
     """Our own consumer processes on a private tube, the amoCRM sandbox slowed down, kill -9."""
     from shared.db import get_database
-    from shared.fullsync import get_sync_run, request_sync
+    from shared.sync_runs import get_sync_run, request_sync
     from tests.conftest import reset_caches
 
     env = isolated_env

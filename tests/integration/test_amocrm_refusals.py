@@ -27,8 +27,8 @@ from shared.accounts import (
 )
 from shared.amocrm import errors as amo_errors
 from shared.clock import utcnow
+from shared.consumers.contact_events import handle_event_batch
 from shared.db import get_database
-from shared.incremental import handle_event_batch
 from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
 from shared.settings import get_settings

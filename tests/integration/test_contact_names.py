@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
+from shared.consumers.contact_events import handle_event_batch
 from shared.db import get_database
-from shared.incremental import handle_event_batch
 from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob
 from shared.settings import get_settings

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from shared.consumers.contact_events import handle_event_batch
 from shared.db import get_database
-from shared.incremental import handle_event_batch
 from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob
 from tests.integration.test_fullsync import Sandboxes, connect, env, run_sync, servers  # noqa: F401

@@ -14,17 +14,19 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-import shared.fullsync as fullsync
+import shared.consumers.full_sync as fullsync
 from sandbox.amocrm import SandboxConfig as AmoConfig
 from sandbox.amocrm import create_app as create_amo
 from sandbox.amocrm.state import World
 from sandbox.unisender import SandboxConfig as UniConfig
 from sandbox.unisender import create_app as create_uni
+from shared import sync_runs
 from shared.accounts import get_account, mark_account_status
 from shared.clock import utcnow
 from shared.db import Database, get_database
 from shared.jobqueue import Consumer, ConsumerOptions, Delivery, get_queue
 from shared.jobs import FullSyncJob
+from shared.prefetch import PREFETCH_PAGES
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link
@@ -159,10 +161,10 @@ def connect(env: Sandboxes, contacts: int = 0) -> Connected:
 
 def run_sync(account_id: int, *, kind: str = "full") -> dict[str, Any]:
     db = get_database()
-    run_id, _ = fullsync.start_sync_run(db, account_id, kind=kind, requested_by="test")  # type: ignore[arg-type]
+    run_id, _ = sync_runs.start_sync_run(db, account_id, kind=kind, requested_by="test")  # type: ignore[arg-type]
     job = FullSyncJob(account_id=account_id, run_id=run_id, mode=kind)  # type: ignore[arg-type]
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
-    row = fullsync.get_sync_run(db, run_id)
+    row = sync_runs.get_sync_run(db, run_id)
     assert row is not None
     return row
 
@@ -189,7 +191,7 @@ def test_full_sync_streams_pages_into_500_row_imports(env: Sandboxes) -> None:
     # Pipelined: the first import went out after two pages (and the pages read ahead of them),
     # not after the whole account.
     first_pages, first_rows = applied_after_pages[0]
-    assert 2 <= first_pages <= 2 + fullsync.PREFETCH_PAGES < 5 and first_rows == 500
+    assert 2 <= first_pages <= 2 + PREFETCH_PAGES < 5 and first_rows == 500
     assert (run["pages_read"], run["contacts_seen"], run["rows_imported"]) == (5, 1201, 1201)
     assert (run["import_calls"], run["checkpoint_page"], run["emails_excluded"]) == (3, 5, 0)
     assert len(acc.list_emails()) == 1201
@@ -243,7 +245,7 @@ def test_crashed_run_resumes_from_its_checkpoint(env: Sandboxes) -> None:
         return real_apply(*args, **kwargs)
 
     db = get_database()
-    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    run_id, _ = sync_runs.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
     job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
     fullsync.apply_contact_states = crashing  # type: ignore[assignment]
     try:
@@ -251,7 +253,7 @@ def test_crashed_run_resumes_from_its_checkpoint(env: Sandboxes) -> None:
             fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
     finally:
         fullsync.apply_contact_states = real_apply  # type: ignore[assignment]
-    crashed = fullsync.get_sync_run(db, run_id)
+    crashed = sync_runs.get_sync_run(db, run_id)
     assert crashed is not None
     assert (crashed["status"], crashed["checkpoint_page"], crashed["rows_imported"]) == (
         "running",
@@ -260,7 +262,7 @@ def test_crashed_run_resumes_from_its_checkpoint(env: Sandboxes) -> None:
     )
     env.world.request_log.clear()
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=2)])
-    run = fullsync.get_sync_run(db, run_id)
+    run = sync_runs.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "done", run
     # Pages 3, 4, 5 (a 429 retry may repeat one): never page 1 or 2 again.
     pages = [e["query"] for e in env.page_requests(acc.account_id) if e["status"] == 200]
@@ -280,12 +282,12 @@ def test_incremental_reconcile_uses_the_watermark(env: Sandboxes) -> None:
     )
     env.world.request_log.clear()
     db = get_database()
-    fullsync.enqueue_reconciles(mode="incremental")
-    run = fullsync.latest_sync_run(db, acc.account_id)
+    sync_runs.enqueue_reconciles(mode="incremental")
+    run = sync_runs.latest_sync_run(db, acc.account_id)
     assert run is not None and (run["kind"], run["status"]) == ("incremental", "queued")
     job = _take_job(run["id"])
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
-    run = fullsync.get_sync_run(db, run["id"])
+    run = sync_runs.get_sync_run(db, run["id"])
     assert run is not None and run["status"] == "done", run
     # The watermark overlap re-reads the other two; only the changed one costs a row.
     assert (run["contacts_seen"], run["rows_imported"], run["emails_excluded"]) == (3, 1, 1)
@@ -312,26 +314,26 @@ def _take_job(run_id: int) -> FullSyncJob:
 def test_one_active_run_per_account_and_inactive_accounts_are_skipped(env: Sandboxes) -> None:
     acc = connect(env, contacts=1)
     db = get_database()
-    first = fullsync.request_sync(db, acc.account_id, requested_by="test")
-    second = fullsync.request_sync(db, acc.account_id, requested_by="test")
+    first = sync_runs.request_sync(db, acc.account_id, requested_by="test")
+    second = sync_runs.request_sync(db, acc.account_id, requested_by="test")
     assert first.created and not second.created and first.run_id == second.run_id
     # A run nobody moved for longer than the stale window no longer blocks the account.
     db.execute(
         "UPDATE sync_runs SET updated_at = updated_at - INTERVAL 2 DAY WHERE id = %s",
         (first.run_id,),
     )
-    third = fullsync.request_sync(db, acc.account_id, requested_by="test")
+    third = sync_runs.request_sync(db, acc.account_id, requested_by="test")
     assert third.created and third.run_id != first.run_id
-    abandoned = fullsync.get_sync_run(db, first.run_id)
+    abandoned = sync_runs.get_sync_run(db, first.run_id)
     assert abandoned is not None and abandoned["status"] == "failed"
 
     mark_account_status(db, acc.account_id, "reauth_required", "test")
     job = FullSyncJob(account_id=acc.account_id, run_id=third.run_id)
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
-    run = fullsync.get_sync_run(db, third.run_id)
+    run = sync_runs.get_sync_run(db, third.run_id)
     assert run is not None and run["status"] == "skipped"
-    assert fullsync.enqueue_reconciles(mode="full") >= 0
-    assert fullsync.latest_sync_run(db, acc.account_id)["id"] == third.run_id  # type: ignore[index]
+    assert sync_runs.enqueue_reconciles(mode="full") >= 0
+    assert sync_runs.latest_sync_run(db, acc.account_id)["id"] == third.run_id  # type: ignore[index]
 
 
 def _reconcile_runs(account_id: int) -> list[int]:
@@ -353,12 +355,12 @@ def test_blocked_account_fails_one_run_then_no_more_runs_until_reauthorized(
         f"{env.amo_url}/_sandbox/accounts/{acc.account_id}", json={"blocked": True}, timeout=5
     )
     assert blocked.status_code == 200
-    fullsync.enqueue_reconciles(mode="full")
+    sync_runs.enqueue_reconciles(mode="full")
     (run_id,) = _reconcile_runs(acc.account_id)
     job = _take_job(run_id)
     with caplog.at_level("ERROR", logger="shared.accounts"):
         fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=1)])
-    run = fullsync.get_sync_run(db, run_id)
+    run = sync_runs.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "failed" and "AccountBlocked" in run["error"]
     account = get_account(db, acc.account_id)
     assert account is not None and account.status == "blocked"
@@ -369,8 +371,8 @@ def test_blocked_account_fails_one_run_then_no_more_runs_until_reauthorized(
     # Reference §5: never retry a 403 in a loop. Later reconciles leave the account alone.
     env.world.request_log.clear()
     for _ in range(3):
-        fullsync.enqueue_reconciles(mode="incremental")
-        fullsync.enqueue_reconciles(mode="full")
+        sync_runs.enqueue_reconciles(mode="incremental")
+        sync_runs.enqueue_reconciles(mode="full")
     assert _reconcile_runs(acc.account_id) == [run_id]
     assert [e for e in env.world.request_log if e["account_id"] == acc.account_id] == []
 
@@ -381,11 +383,11 @@ def test_blocked_account_fails_one_run_then_no_more_runs_until_reauthorized(
     install_from_widget(env.world, env.world.account(acc.account_id))
     account = get_account(db, acc.account_id)
     assert account is not None and (account.status, account.status_reason) == ("active", None)
-    fullsync.enqueue_reconciles(mode="full")
+    sync_runs.enqueue_reconciles(mode="full")
     runs = _reconcile_runs(acc.account_id)
     assert len(runs) == 2
     fullsync.handle_sync_batch([Delivery(job_id=2, job=_take_job(runs[-1]), attempts=1)])
-    assert fullsync.get_sync_run(db, runs[-1])["status"] == "done"  # type: ignore[index]
+    assert sync_runs.get_sync_run(db, runs[-1])["status"] == "done"  # type: ignore[index]
 
 
 def test_401_that_survives_a_refresh_marks_the_account_reauth_required(
@@ -408,7 +410,7 @@ def test_401_that_survives_a_refresh_marks_the_account_reauth_required(
     assert run["status"] == "failed" and "Unauthorized" in run["error"]
     account = get_account(db, acc.account_id)
     assert account is not None and account.status == "reauth_required"
-    assert fullsync.enqueue_reconciles(mode="full") >= 0
+    assert sync_runs.enqueue_reconciles(mode="full") >= 0
     assert _reconcile_runs(acc.account_id) == []
 
 
@@ -426,7 +428,7 @@ def test_two_consumers_one_run(env: Sandboxes, monkeypatch: pytest.MonkeyPatch) 
         return real_apply(*args, **kwargs)
 
     monkeypatch.setattr(fullsync, "apply_contact_states", held_apply)
-    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    run_id, _ = sync_runs.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
     job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
     first, second = (Delivery(job_id=1, job=job, attempts=n) for n in (1, 2))
     runner = threading.Thread(target=fullsync.handle_sync_batch, args=([first],), daemon=True)
@@ -442,12 +444,12 @@ def test_two_consumers_one_run(env: Sandboxes, monkeypatch: pytest.MonkeyPatch) 
         # Put back for later, nothing read, nothing recorded as the run's error.
         assert (second.outcome, second.delay) == ("retry", 60)
         assert len(env.page_requests(acc.account_id)) == pages
-        busy = fullsync.get_sync_run(db, run_id)
+        busy = sync_runs.get_sync_run(db, run_id)
         assert busy is not None and (busy["status"], busy["error"]) == ("running", None)
     finally:
         proceed.set()
         runner.join(30)
-    run = fullsync.get_sync_run(db, run_id)
+    run = sync_runs.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "done", run
     assert first.outcome is None
     assert len(env.page_requests(acc.account_id)) == 3
@@ -470,11 +472,11 @@ def test_runner_that_lost_its_reservation_finishes_the_run(env: Sandboxes) -> No
 
     acc = connect(env, contacts=3)
     db = get_database()
-    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    run_id, _ = sync_runs.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
     job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
     delivery = Delivery(job_id=1, job=job, attempts=1, _client=TakenAway())  # type: ignore[arg-type]
     fullsync.handle_sync_batch([delivery])
-    run = fullsync.get_sync_run(db, run_id)
+    run = sync_runs.get_sync_run(db, run_id)
     assert run is not None and run["status"] == "done" and run["contacts_seen"] == 3
 
 
@@ -487,7 +489,7 @@ def _failing_run(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
 
 def _queued_run(env: Sandboxes) -> tuple[int, FullSyncJob]:
     acc = connect(env, contacts=1)
-    run_id, _ = fullsync.start_sync_run(
+    run_id, _ = sync_runs.start_sync_run(
         get_database(), acc.account_id, kind="full", requested_by="test"
     )
     return run_id, FullSyncJob(account_id=acc.account_id, run_id=run_id)
@@ -503,13 +505,13 @@ def test_a_transient_failure_fails_the_run_when_the_queue_gives_up_on_its_job(
     many = get_settings().job_max_attempts + 5
     within = Delivery(job_id=1, job=job, attempts=many, age=budget - 30)
     fullsync.handle_sync_batch([within])
-    run = fullsync.get_sync_run(get_database(), run_id)
+    run = sync_runs.get_sync_run(get_database(), run_id)
     assert run is not None and run["status"] == "queued" and "down" in run["error"]
     assert (within.outcome, within.delay, within.transient) == ("retry", 30, True)
 
     beyond = Delivery(job_id=1, job=job, attempts=many + 1, age=budget - 29)
     fullsync.handle_sync_batch([beyond])
-    run = fullsync.get_sync_run(get_database(), run_id)
+    run = sync_runs.get_sync_run(get_database(), run_id)
     assert run is not None and run["status"] == "failed"
     assert run["error"].startswith("gave up after") and "down" in run["error"]
     # The consumer agrees: with that delay the job is out of budget and gets buried.
@@ -533,7 +535,7 @@ def test_a_backoff_chosen_by_the_handler_is_the_one_the_queue_applies(
     ceiling = min(settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 4)
     assert delivery.outcome == "retry" and delivery.delay is not None
     assert max(1, int(ceiling / 2)) <= delivery.delay <= ceiling
-    run = fullsync.get_sync_run(get_database(), run_id)
+    run = sync_runs.get_sync_run(get_database(), run_id)
     assert run is not None and run["status"] == "queued"
 
 
@@ -546,10 +548,10 @@ def test_an_unexpected_error_fails_the_run_with_the_last_attempt(
     early = Delivery(job_id=1, job=job, attempts=last - 1)
     fullsync.handle_sync_batch([early])
     assert (early.outcome, early.transient) == ("retry", False)
-    run = fullsync.get_sync_run(get_database(), run_id)
+    run = sync_runs.get_sync_run(get_database(), run_id)
     assert run is not None and run["status"] == "queued" and "a bug" in run["error"]
     fullsync.handle_sync_batch([Delivery(job_id=1, job=job, attempts=last)])
-    run = fullsync.get_sync_run(get_database(), run_id)
+    run = sync_runs.get_sync_run(get_database(), run_id)
     assert run is not None and run["status"] == "failed" and "ZeroDivisionError" in run["error"]
 
 
@@ -573,7 +575,7 @@ def test_long_applies_renew_the_jobs_reservation(
             touches.append(1)
 
     db = get_database()
-    run_id, _ = fullsync.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
+    run_id, _ = sync_runs.start_sync_run(db, acc.account_id, kind="full", requested_by="test")
     job = FullSyncJob(account_id=acc.account_id, run_id=run_id)
     delivery = Delivery(job_id=1, job=job, attempts=1, _client=Client())  # type: ignore[arg-type]
     fullsync.handle_sync_batch([delivery])
@@ -593,7 +595,7 @@ def test_scheduled_reconciles_leave_out_a_paused_account_until_its_pause_ends(
         "UPDATE accounts SET paused_until = %s WHERE id = %s",
         (utcnow() + timedelta(hours=6), acc.account_id),
     )
-    fullsync.enqueue_reconciles(mode="incremental")
+    sync_runs.enqueue_reconciles(mode="incremental")
     assert _reconcile_runs(acc.account_id) == []
     # A run asked for by hand still goes.
     assert run_sync(acc.account_id)["status"] == "done"
@@ -601,5 +603,5 @@ def test_scheduled_reconciles_leave_out_a_paused_account_until_its_pause_ends(
         "UPDATE accounts SET paused_until = %s WHERE id = %s",
         (utcnow() - timedelta(seconds=1), acc.account_id),
     )
-    fullsync.enqueue_reconciles(mode="incremental")
+    sync_runs.enqueue_reconciles(mode="incremental")
     assert len(_reconcile_runs(acc.account_id)) == 1

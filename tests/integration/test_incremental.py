@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
+from shared.consumers.contact_events import handle_event_batch
 from shared.db import Database
-from shared.incremental import handle_event_batch
 from shared.jobqueue import Delivery
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
 from shared.unisender_link import save_unisender_link
@@ -170,7 +170,7 @@ def test_one_poison_job_is_buried_alone_and_its_batch_mates_are_applied(
 def test_an_account_wide_refusal_buries_the_jobs_without_one_by_one_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import shared.incremental as incremental
+    import shared.consumers.contact_events as incremental
     from shared.unisender.errors import InvalidApiKey
 
     calls: list[int] = []
@@ -189,7 +189,7 @@ def test_an_account_wide_refusal_buries_the_jobs_without_one_by_one_retries(
 def test_long_applies_touch_the_reserved_jobs(
     linked: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shared.incremental as incremental
+    import shared.consumers.contact_events as incremental
 
     monkeypatch.setattr(incremental, "TOUCH_INTERVAL_SECONDS", 0.0)
     handle_event_batch(

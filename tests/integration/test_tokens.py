@@ -18,6 +18,7 @@ from sandbox.amocrm import SandboxConfig, create_app
 from sandbox.amocrm.state import AccountRec, World
 from shared.accounts import get_account
 from shared.amocrm.errors import Unauthorized
+from shared.consumers.token_refresh import handle_refresh_batch
 from shared.db import Database, get_database
 from shared.jobqueue import Delivery, RetryJob, get_queue
 from shared.jobs import RefreshTokenJob
@@ -28,7 +29,6 @@ from shared.tokens import (
     amocrm_client_for,
     build_oauth,
     enqueue_expiring_refreshes,
-    handle_refresh_batch,
     load_tokens,
 )
 from tests.conftest import reset_caches
@@ -404,11 +404,13 @@ def test_scheduled_enqueue_skips_pairs_that_outlive_the_next_run(
 def test_hourly_schedule_refreshes_each_account_about_once_a_day(
     amo: AmoSandbox, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shared.consumers.token_refresh as token_refresh
     import shared.tokens as tokens
 
     account_id = install(amo)
     clock = [datetime.now(UTC)]
-    monkeypatch.setattr(tokens, "_utcnow", lambda: clock[0])
+    for module in (tokens, token_refresh):
+        monkeypatch.setattr(module, "aware_utcnow", lambda: clock[0])
     refreshes = 0
     for _hour in range(72):
         queued = _queued_refreshes(enqueue_expiring_refreshes(hours=24, every_minutes=60))

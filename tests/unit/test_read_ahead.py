@@ -1,4 +1,4 @@
-"""fullsync.read_ahead: a full run's amoCRM pages read by a thread of their own, bounded."""
+"""prefetch.read_ahead: a full run's amoCRM pages read by a thread of their own, bounded."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.fullsync import read_ahead
 from shared.logs import request_id_var
+from shared.prefetch import read_ahead
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Full and incremental sync runs: one active run per account, streamed, checkpointed, resumable.
+"""The full-sync consumer: full and incremental runs, streamed, checkpointed, resumable.
 
 A full run reads the account's contacts page by page (250 per amoCRM request, at the account's
 rate limit) and applies them through `shared.sync.apply_contact_states` as soon as 500 rows'
@@ -13,35 +13,41 @@ account's watermark; it cannot see deletions, which the daily full run repairs.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal, TypeVar
 
 import greenstalk
 
 from shared.accounts import (
     AccountRow,
     get_account,
-    reconcile_allowed_sql,
     record_amocrm_failure,
 )
 from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
 from shared.amocrm.models import Contact
-from shared.clock import iso_utc, utcnow
+from shared.clock import utcnow
 from shared.contacts import load_enum_codes
 from shared.db import Database, Row, get_database
-from shared.jobqueue import Delivery, QueueUnavailable, RetryJob, backoff_seconds, get_queue
+from shared.jobqueue import Delivery, RetryJob, backoff_seconds
 from shared.jobs import FullSyncJob
+from shared.prefetch import read_ahead
 from shared.settings import get_settings
 from shared.sync import ApplyResult, ContactState, apply_contact_states, state_from_contact
+from shared.sync_runs import (
+    ACTIVE_STATUSES,
+    DONE,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    account_watermark,
+    finish_run,
+    get_sync_run,
+    record_run_error,
+)
 from shared.tokens import amocrm_client_for
 from shared.unisender import errors as uni_errors
 from shared.unisender.client import UnisenderClient
@@ -49,169 +55,12 @@ from shared.unisender_link import UnisenderLink, get_unisender_link, unisender_c
 
 log = logging.getLogger(__name__)
 
-RunKind = Literal["full", "incremental"]
-
-QUEUED, RUNNING, DONE, FAILED, SKIPPED = "queued", "running", "done", "failed", "skipped"
-ACTIVE_STATUSES = (QUEUED, RUNNING)
-
 IMPORT_BATCH_ROWS = 500  # Unisender's importContacts maximum
 # Unseen contacts are confirmed one by one with amoCRM (a page shifted by a deletion during the
 # run can hide a live contact); past this many the scan is trusted as it is, to stay far from
 # amoCRM's "uncontrolled scans" blocking rule.
 VERIFY_UNSEEN_MAX = 200
 _UNSEEN_BATCH = 200
-# A full run reads amoCRM pages in a thread of its own, this many ahead of the page being
-# applied: the next request goes out at its rate-limit slot instead of after our processing and
-# imports, and memory stays a few pages whatever the account's size.
-PREFETCH_PAGES = 2
-# While the reader waits that long for a page (a 429 pause, retries), the job's TTR is renewed.
-_PREFETCH_TOUCH_SECONDS = 10.0
-# How long a stopped reader may take to finish its request in flight before we go on without it.
-_PREFETCH_JOIN_SECONDS = 30.0
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SyncRequest:
-    """The answer to "sync this account": the run that will do it and whether it is new."""
-
-    run_id: int
-    status: str
-    created: bool
-
-
-def start_sync_run(
-    db: Database, account_id: int, *, kind: RunKind, requested_by: str
-) -> tuple[int, bool]:
-    """Create a queued run unless the account already has an active one; (run_id, created).
-
-    A run whose row has not moved for SYNC_RUN_STALE_MINUTES is declared abandoned (its job was
-    lost) so the account is not blocked forever.
-    """
-    stale_before = utcnow() - timedelta(minutes=get_settings().sync_run_stale_minutes)
-    with db.transaction() as cur:
-        # The account row lock serializes concurrent requests for one account.
-        cur.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
-        if cur.fetchone() is None:
-            raise ValueError(f"no account {account_id}")
-        cur.execute(
-            "SELECT id, updated_at FROM sync_runs WHERE account_id = %s AND status IN (%s, %s) "
-            "ORDER BY id DESC",
-            (account_id, *ACTIVE_STATUSES),
-        )
-        for row in cur.fetchall():
-            if row["updated_at"] >= stale_before:
-                return int(row["id"]), False
-            cur.execute(
-                "UPDATE sync_runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
-                (FAILED, "abandoned: no progress recorded", utcnow(), row["id"]),
-            )
-        cur.execute(
-            "INSERT INTO sync_runs (account_id, kind, status, requested_by) "
-            "VALUES (%s, %s, %s, %s)",
-            (account_id, kind, QUEUED, requested_by[:64]),
-        )
-        return int(cur.lastrowid), True
-
-
-def request_sync(
-    db: Database, account_id: int, *, kind: RunKind = "full", requested_by: str
-) -> SyncRequest:
-    """Start (or join) the account's sync run and put its job on the queue."""
-    run_id, created = start_sync_run(db, account_id, kind=kind, requested_by=requested_by)
-    if created:
-        try:
-            get_queue().put(
-                FullSyncJob(account_id=account_id, run_id=run_id, mode=kind),
-                ttr=get_settings().full_sync_ttr_seconds,
-            )
-        except QueueUnavailable:
-            _finish(db, run_id, FAILED, "could not queue the run: beanstalkd unavailable")
-            raise
-        log.info(
-            "sync run queued",
-            extra={"account_id": account_id, "run_id": run_id, "kind": kind, "by": requested_by},
-        )
-    run = get_sync_run(db, run_id)
-    return SyncRequest(run_id=run_id, status=str(run["status"]) if run else QUEUED, created=created)
-
-
-def get_sync_run(db: Database, run_id: int) -> Row | None:
-    """One run row (counts, checkpoint, times)."""
-    return db.fetch_one("SELECT * FROM sync_runs WHERE id = %s", (run_id,))
-
-
-def latest_sync_run(db: Database, account_id: int) -> Row | None:
-    """The account's newest run."""
-    return db.fetch_one(
-        "SELECT * FROM sync_runs WHERE account_id = %s ORDER BY id DESC LIMIT 1", (account_id,)
-    )
-
-
-def run_as_dict(row: Row) -> dict[str, Any]:
-    """A run as the API and CLI show it (UTC ISO times)."""
-
-    return {
-        "run_id": int(row["id"]),
-        "account_id": int(row["account_id"]),
-        "kind": row["kind"],
-        "status": row["status"],
-        "requested_by": row["requested_by"],
-        "pages_read": row["pages_read"],
-        "contacts_seen": row["contacts_seen"],
-        "rows_imported": row["rows_imported"],
-        "emails_excluded": row["emails_excluded"],
-        "row_errors": row["row_errors"],
-        "import_calls": row["import_calls"],
-        "checkpoint_page": row["checkpoint_page"],
-        "watermark": row["watermark"],
-        "error": row["error"],
-        "created_at": iso_utc(row["created_at"]),
-        "started_at": iso_utc(row["started_at"]),
-        "finished_at": iso_utc(row["finished_at"]),
-        "updated_at": iso_utc(row["updated_at"]),
-        "finished": row["status"] not in ACTIVE_STATUSES,
-    }
-
-
-def account_watermark(db: Database, account_id: int) -> int | None:
-    """The newest amoCRM `updated_at` a finished run of the account has applied."""
-    row = db.fetch_one(
-        "SELECT MAX(watermark) AS w FROM sync_runs WHERE account_id = %s AND status = %s",
-        (account_id, DONE),
-    )
-    return int(row["w"]) if row and row["w"] is not None else None
-
-
-def enqueue_reconciles(mode: str = "incremental") -> int:
-    """Queue a reconcile run for every active, connected account; returns how many were queued.
-
-    An account without a finished run has no watermark yet: it gets a full run instead.
-    """
-    if mode not in ("incremental", "full"):
-        raise ValueError(f"unknown reconcile mode {mode!r}")
-    db = get_database()
-    # Accounts whose reconciles are paused (amoCRM answered 402: unpaid) are left out until the
-    # pause ends; a run requested by hand still goes.
-    allowed = reconcile_allowed_sql("a")  # a constant condition of ours, no input in it
-    rows = db.fetch_all(
-        "SELECT a.id FROM accounts a JOIN unisender_settings u ON u.account_id = a.id "  # noqa: S608
-        f"WHERE a.status = 'active' AND u.list_id IS NOT NULL AND {allowed} ORDER BY a.id"
-    )
-    queued = 0
-    for row in rows:
-        account_id = int(row["id"])
-        kind: RunKind = "full"
-        if mode == "incremental" and account_watermark(db, account_id) is not None:
-            kind = "incremental"
-        if request_sync(db, account_id, kind=kind, requested_by="scheduler").created:
-            queued += 1
-    log.info("reconciles queued", extra={"mode": mode, "accounts": len(rows), "queued": queued})
-    return queued
-
-
-# --- the consumer ---------------------------------------------------------------------------
 
 
 class RunBusy(RetryJob):
@@ -244,9 +93,9 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
         except RetryJob as exc:
             # The delay is chosen here, not by the consumer, so both sides agree on the give-up.
             delay = int(exc.delay) if exc.delay is not None else _backoff(delivery.attempts)
-            _record_error(db, job.run_id, exc.reason)
+            record_run_error(db, job.run_id, exc.reason)
             if delivery.age + delay > settings.job_retry_budget_seconds:
-                _finish(
+                finish_run(
                     db,
                     job.run_id,
                     FAILED,
@@ -256,9 +105,9 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
         except Exception as exc:
             log.exception("sync run failed unexpectedly", extra={"run_id": job.run_id})
             reason = f"{type(exc).__name__}: {exc}"
-            _record_error(db, job.run_id, reason)
+            record_run_error(db, job.run_id, reason)
             if delivery.attempts >= settings.job_max_attempts:
-                _finish(
+                finish_run(
                     db, job.run_id, FAILED, f"gave up after {delivery.attempts} attempts: {reason}"
                 )
             delivery.retry(reason, transient=False)
@@ -323,14 +172,14 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
         return
     account = get_account(db, job.account_id)
     if account is None:
-        _finish(db, job.run_id, FAILED, "account no longer installed")
+        finish_run(db, job.run_id, FAILED, "account no longer installed")
         return
     if not account.is_active:
-        _finish(db, job.run_id, SKIPPED, f"account is {account.status}")
+        finish_run(db, job.run_id, SKIPPED, f"account is {account.status}")
         return
     link = get_unisender_link(db, account.id)
     if link is None or link.list_id is None:
-        _finish(db, job.run_id, SKIPPED, "no Unisender key connected")
+        finish_run(db, job.run_id, SKIPPED, "no Unisender key connected")
         return
     db.execute(
         "UPDATE sync_runs SET status = %s, started_at = COALESCE(started_at, %s), error = NULL "
@@ -352,104 +201,14 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
         # 401 after a refresh, 402, 403 (blocked), 400: repeating the run cannot help. 403 and
         # 401 stop the account too, or every reconcile would queue a run that meets them again.
         record_amocrm_failure(db, account.id, exc)
-        _finish(db, job.run_id, FAILED, f"amoCRM refused: {type(exc).__name__}: {exc}")
+        finish_run(db, job.run_id, FAILED, f"amoCRM refused: {type(exc).__name__}: {exc}")
         return
     except uni_errors.Transient as exc:
         raise RetryJob(f"Unisender: {type(exc).__name__}: {exc}") from exc
     except uni_errors.UnisenderError as exc:
-        _finish(db, job.run_id, FAILED, f"Unisender refused: {type(exc).__name__}: {exc}")
+        finish_run(db, job.run_id, FAILED, f"Unisender refused: {type(exc).__name__}: {exc}")
         return
-    _finish(db, job.run_id, DONE, None)
-
-
-def _finish(db: Database, run_id: int, status: str, error: str | None) -> None:
-    db.execute(
-        "UPDATE sync_runs SET status = %s, error = %s, finished_at = %s WHERE id = %s",
-        (status, error[:1000] if error else None, utcnow(), run_id),
-    )
-    log.log(
-        logging.INFO if status == DONE else logging.WARNING,
-        "sync run finished",
-        extra={"run_id": run_id, "status": status, "error": (error or "")[:300]},
-    )
-
-
-def _record_error(db: Database, run_id: int, reason: str) -> None:
-    db.execute("UPDATE sync_runs SET error = %s WHERE id = %s", (reason[:1000], run_id))
-
-
-def read_ahead(
-    source: Iterator[T],
-    *,
-    ahead: int = PREFETCH_PAGES,
-    on_wait: Callable[[], None] = lambda: None,
-    on_exit: Callable[[], None] = lambda: None,
-    wait_seconds: float = _PREFETCH_TOUCH_SECONDS,
-) -> Generator[T, None, None]:
-    """The items of `source`, read by a thread of its own at most `ahead` items ahead.
-
-    An exception of the source is raised here, in order, after the items before it. Closing
-    this iterator (use contextlib.closing: an exception in the caller's loop does not close it)
-    stops the reader, closes the source in the reader's thread and waits for it. `on_wait` runs
-    in the caller's thread whenever an item takes `wait_seconds`; `on_exit` in the reader's
-    thread when it ends. The reader keeps the caller's context (request id in its logs).
-    """
-    if ahead < 1:
-        raise ValueError("ahead must be >= 1")
-    # The reader takes a permit before reading an item; the caller gives it back on taking one.
-    permits = threading.Semaphore(ahead)
-    slots: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def permitted() -> bool:
-        while not stop.is_set():
-            if permits.acquire(timeout=0.2):
-                return True
-        return False
-
-    def read() -> None:
-        try:
-            items = iter(source)
-            while permitted():
-                try:
-                    item = next(items)
-                except StopIteration:
-                    slots.put(("end", None))
-                    return
-                slots.put(("item", item))
-        except BaseException as exc:  # handed over and raised in the caller's thread
-            slots.put(("error", exc))
-        finally:
-            close = getattr(source, "close", None)
-            try:
-                if close is not None:
-                    close()
-            finally:
-                on_exit()
-
-    reader = threading.Thread(
-        target=contextvars.copy_context().run, args=(read,), name="read-ahead", daemon=True
-    )
-    reader.start()
-    try:
-        while True:
-            try:
-                kind, value = slots.get(timeout=wait_seconds)
-            except queue.Empty:
-                on_wait()
-                continue
-            if kind == "item":
-                permits.release()
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        reader.join(_PREFETCH_JOIN_SECONDS)
-        if reader.is_alive():
-            log.warning("read-ahead thread still busy after its reader stopped")
+    finish_run(db, job.run_id, DONE, None)
 
 
 @dataclass
