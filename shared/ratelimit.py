@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pymysql.cursors import DictCursor
+
     from shared.db import Database
 
 
@@ -95,26 +97,34 @@ class MySqlThrottle:
         self._sleep = sleep
 
     def acquire(self) -> None:
-        with self.db.transaction() as cur:
-            cur.execute(
-                "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)",
-                (self.key,),
-            )
-            cur.execute(
-                "SELECT next_slot, UNIX_TIMESTAMP(NOW(6)) AS now FROM amo_rate_slots "
-                "WHERE account_key = %s FOR UPDATE",
-                (self.key,),
-            )
-            row = cur.fetchone()
-            assert row is not None  # inserted just above, in this transaction
-            now = float(row["now"])
-            slot = max(now, float(row["next_slot"]))
-            cur.execute(
-                "UPDATE amo_rate_slots SET next_slot = %s WHERE account_key = %s",
-                (slot + self._interval, self.key),
-            )
+        # The row is created outside the slot transaction: concurrent INSERT IGNOREs of one new
+        # key inside `SELECT … FOR UPDATE` transactions take gap and insert-intention locks that
+        # InnoDB resolves by killing one of them (1213). The reservation itself is still retried
+        # on a deadlock or lock-wait timeout, because the slot update is pure database work.
+        self.db.execute(
+            "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)",
+            (self.key,),
+        )
+        now, slot = self.db.run_transaction(self._reserve_slot)
         if slot > now:
             self._sleep(slot - now)
+
+    def _reserve_slot(self, cur: DictCursor) -> tuple[float, float]:
+        """Take the next free slot of this key; returns (server now, slot) in epoch seconds."""
+        cur.execute(
+            "SELECT next_slot, UNIX_TIMESTAMP(NOW(6)) AS now FROM amo_rate_slots "
+            "WHERE account_key = %s FOR UPDATE",
+            (self.key,),
+        )
+        row = cur.fetchone()
+        assert row is not None  # inserted by acquire(); rows of this table are never deleted
+        now = float(row["now"])
+        slot = max(now, float(row["next_slot"]))
+        cur.execute(
+            "UPDATE amo_rate_slots SET next_slot = %s WHERE account_key = %s",
+            (slot + self._interval, self.key),
+        )
+        return now, slot
 
     def pause(self, seconds: float) -> None:
         self.db.execute(
