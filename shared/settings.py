@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     amocrm_api_url: str | None = None
     amocrm_allowed_domains: str = "amocrm.ru,amocrm.com,kommo.com"
     amocrm_rate_limit_rps: float = 7.0
+    # amoCRM's 7/s names no unit and repeated 429s end in a 403 for the whole IP, so by default
+    # all accounts together get what one account may use. Raise it only if amoCRM confirms more.
+    amocrm_ip_rate_limit_rps: float = Field(default=7.0, gt=0)
+    # Bulk work (full syncs, reconciles) may use this share of the IP budget; the rest is kept for
+    # interactive work (webhook events, widget calls) so a big sync never starves small accounts.
+    amocrm_bulk_share: float = Field(default=0.7, gt=0, le=1)
+    # Names the egress IP these processes send from: every process with the same value shares one
+    # IP budget. A deployment with several egress IPs gives each group of workers its own value.
+    egress_id: str = Field(
+        default="default", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
     # OAuth `state` lifetime: the consent page plus amoCRM's 20-minute code window.
     oauth_state_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
     # A refresh job finding a pair younger than this skips: it is a duplicate of a finished one.

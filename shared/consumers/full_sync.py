@@ -187,7 +187,7 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
         (RUNNING, utcnow(), job.run_id),
     )
     try:
-        amo = amocrm_client_for(account)
+        amo = amocrm_client_for(account, bulk=True)
         with unisender_client_for(link) as uni:
             runner = _Runner(db, account, link, amo, uni, job.run_id, keep_alive)
             if job.mode == "full":
