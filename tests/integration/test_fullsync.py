@@ -24,7 +24,7 @@ from shared import sync_runs
 from shared.accounts import get_account, mark_account_status
 from shared.clock import utcnow
 from shared.db import Database, get_database
-from shared.jobqueue import Consumer, ConsumerOptions, Delivery, get_queue
+from shared.jobqueue import Consumer, ConsumerOptions, Delivery, RetryBudget, get_queue
 from shared.jobs import FullSyncJob
 from shared.prefetch import PREFETCH_PAGES
 from shared.settings import get_settings
@@ -519,7 +519,7 @@ def test_a_transient_failure_fails_the_run_when_the_queue_gives_up_on_its_job(
         get_queue(),
         FullSyncJob,
         fullsync.handle_sync_batch,
-        options=ConsumerOptions(retry_budget_seconds=budget),
+        options=ConsumerOptions(budget=RetryBudget(seconds=budget)),
     )
     assert consumer._may_retry(within) and not consumer._may_retry(beyond)
 
