@@ -212,11 +212,14 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "parked": snapshot.parked,
                     "import_errors": snapshot.import_errors,
                     "events_last_hour": sum(n for _, n in snapshot.events_per_minute),
+                    "amocrm_blocks": snapshot.blocks,
                 },
                 default=str,
             )
         )
         return
+    for b in snapshot.blocks:  # the operator alert: amoCRM answers 403, traffic is held
+        console.print(f"[red]amoCRM blocks {b['hold']}[/red]: {b['tell_support']}")
     accounts = Table("account", "id", "status", "token expires (UTC)", "list", "members", "failed")
     for a in snapshot.accounts:
         accounts.add_row(

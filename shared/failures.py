@@ -36,7 +36,8 @@ class Scope(StrEnum):
 
 
 # What a failure may do to the account's status (see shared.accounts.record_amocrm_failure).
-AccountStop = Literal["reauth_required", "blocked"]
+# Only a refused authorization stops an account: a 403 block heals by itself (shared.blocks).
+AccountStop = Literal["reauth_required"]
 
 
 class HttpAnswer(NamedTuple):
@@ -91,6 +92,11 @@ class Decision:
     pauses_reconciles: bool = False
     http: HttpAnswer = INTERNAL
     known: bool = True  # False for an exception nobody classified (a bug): log its traceback
+
+    @property
+    def defers(self) -> bool:
+        """The egress must wait (a 429, a 403 block): the job waits without spending budget."""
+        return self.retriable and self.scope is Scope.EGRESS
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ def job_outcome(exc: BaseException) -> RetryJob | PoisonJob:
         return exc
     decision = decide(exc)
     if decision.retriable:
-        return RetryJob(decision.reason, delay=decision.delay)
+        return RetryJob(decision.reason, delay=decision.delay, deferred=decision.defers)
     return PoisonJob(decision.reason)
 
 
