@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # A refresh job finding a pair younger than this skips: it is a duplicate of a finished one.
     token_refresh_min_age_minutes: int = Field(default=5, ge=0)
 
-    unisender_api_url: str = "https://api.unisender.com/ru/api"
+    unisender_api_url: str = "https://api.unisender.com/en/api"
     unisender_list_title: str = "amoCRM {account_name}"
 
     public_url: str = "http://127.0.0.1:8080"

@@ -37,8 +37,10 @@ CASES: list[tuple[Failure, bool, float | None, Scope, str | None, bool, int, str
      "unisender_unavailable"),
     (uni.RetryLater("later", code="retry_later"), True, None, Scope.ACCOUNT, None, False, 503,
      "unisender_unavailable"),
-    (uni.RateLimited("limit", code="api_call_limit_exceeded_for_api_key"), True, 60,
+    (uni.KeyRateLimited("limit", code="api_call_limit_exceeded_for_api_key"), True, 60,
      Scope.ACCOUNT, None, False, 503, "unisender_unavailable"),
+    (uni.IpRateLimited("limit", code="api_call_limit_exceeded_for_ip"), True, 60,
+     Scope.EGRESS, None, False, 503, "unisender_unavailable"),
     (uni.InvalidApiKey("bad key", code="invalid_api_key"), False, None, Scope.ACCOUNT, None,
      False, 400, "unisender_invalid_api_key"),
     (uni.AccessDenied("denied", code="access_denied"), False, None, Scope.ACCOUNT, None, False,
@@ -93,7 +95,7 @@ def test_every_class_of_both_trees_is_covered() -> None:
 
     covered = {type(case[0]) for case in CASES}
     tree = subclasses(amo.AmoCrmError) | subclasses(uni.UnisenderError)
-    assert tree - covered == {amo.AmoCrmError}
+    assert tree - covered == {amo.AmoCrmError, uni.RateLimited}
 
 
 def test_amocrm_base_error_names_the_status_for_http() -> None:
