@@ -42,7 +42,7 @@ def account_hold_key(account_id: int) -> str:
 
 @dataclass(frozen=True)
 class Hold:
-    """One hold as stored; `wait` is seconds until its next probe (server clock, ≥ 0)."""
+    """One hold as stored; `wait` is seconds until its next probe (server clock; < 0: overdue)."""
 
     key: str
     account_id: int | None
@@ -69,7 +69,7 @@ class Hold:
             next_probe_at=row["next_probe_at"],
             probe_interval=int(row["probe_interval_seconds"]),
             probes=int(row["probes"]),
-            wait=max(0.0, float(row["wait"])),
+            wait=float(row["wait"]),
         )
 
 
@@ -123,8 +123,19 @@ class BlockGuard:
             self.keys,
         )
         for hold in (Hold.from_row(r) for r in rows):  # egress:… sorts before account:…
-            if hold.wait > 0 or not self._claim_probe(hold):
+            if hold.wait > 0:
                 raise self._refusal(hold, max(1.0, hold.wait))
+            if (
+                hold.is_egress
+                and hold.account_id == self.account_id
+                and -hold.wait < PROBE_LEASE_SECONDS
+            ):
+                # The account that earned the hold probes the egress last: if only it is
+                # blocked, its failing probes would keep every other tenant waiting. Another
+                # account's probe tells more; with nobody else around it probes after the lease.
+                raise self._refusal(hold, max(1.0, PROBE_LEASE_SECONDS + hold.wait))
+            if not self._claim_probe(hold):
+                raise self._refusal(hold, float(PROBE_LEASE_SECONDS))
             self._run_probe(hold, probe)
 
     def record(self, exc: Blocked) -> None:

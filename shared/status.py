@@ -132,7 +132,7 @@ def collect_status(db: Database, *, runs: int = 20, errors: int = 20) -> StatusS
             "account_id": h.account_id,
             "since": h.started_at,
             "probes": h.probes,
-            "next_probe_seconds": round(h.wait),
+            "next_probe_seconds": max(0, round(h.wait)),
             "tell_support": support_note(h),
         }
         for h in list_holds(db)

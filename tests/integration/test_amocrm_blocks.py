@@ -236,3 +236,37 @@ def test_a_429_slows_the_egress_for_the_time_it_asks_and_never_stops_the_account
     )
     assert row is not None and float(row["ahead"]) > 100
     assert neighbour.account_id != acc.account_id
+
+
+def test_the_account_that_earned_the_hold_probes_last_but_still_probes(
+    env: Sandboxes,  # noqa: F811
+    fast_probes: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shared.blocks.PROBE_LEASE_SECONDS", 1)
+    alone = connect(env, contacts=1)
+    block_account(env, alone.account_id, True)
+    run_id, job = run_job(alone.account_id)
+    fullsync.handle_sync_batch([job])
+    assert (job.outcome, job.deferred) == ("retry", True)
+
+    # Its probe is due, but another account's probe would tell more: it leaves it a moment.
+    time.sleep(1.1)
+    env.world.request_log.clear()
+    job = again(job)
+    fullsync.handle_sync_batch([job])
+    assert job.outcome == "retry" and sent_by(env, alone.account_id) == []
+    # Nobody else came: it probes itself (one cheap request), and still waits.
+    time.sleep(1.1)
+    job = again(job)
+    fullsync.handle_sync_batch([job])
+    assert job.outcome == "retry"
+    assert [(e["path"], e["status"]) for e in sent_by(env, alone.account_id)] == [
+        ("/api/v4/account", 403)
+    ]
+    block_account(env, alone.account_id, False)
+    time.sleep(3.2)  # the doubled interval, then the lease
+    job = again(job)
+    fullsync.handle_sync_batch([job])
+    assert job.outcome is None and run_status(run_id) == "done"
+    assert list_holds(get_database()) == []
