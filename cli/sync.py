@@ -162,7 +162,7 @@ def contacts(
     page, pages, total = cursor, 0, 0
     while True:
         try:
-            # contacts_page records a 403/401 on the account (blocked / reauth_required).
+            # contacts_page records a 401 on the account (reauth_required); a 403 is a hold.
             body = contacts_page(db, amo, account, page=page, limit=limit)
         except AmoCrmError as exc:
             _fail(f"amoCRM refused page {page}: {type(exc).__name__}: {exc}")
