@@ -83,8 +83,15 @@ class Settings(BaseSettings):
     # Scheduler.
     token_refresh_interval_minutes: int = Field(default=60, ge=1)
     token_refresh_horizon_hours: int = Field(default=24, ge=1)
+    # Reconciles (see shared/planner.py): accounts whose webhooks look lost are polled every
+    # RECONCILE_INTERVAL_MINUTES, accounts with healthy webhooks every
+    # RECONCILE_HEALTHY_INTERVAL_MINUTES; each account is fully re-read every
+    # FULL_RECONCILE_EVERY_HOURS at its own time of day. All of it together is planned within
+    # RECONCILE_BUDGET_SHARE of the egress IP's amoCRM budget; beyond that every interval stretches.
     reconcile_interval_minutes: int = Field(default=15, ge=1)
-    full_reconcile_hour_utc: int = Field(default=3, ge=0, le=23)
+    reconcile_healthy_interval_minutes: int = Field(default=360, ge=1)
+    full_reconcile_every_hours: int = Field(default=24, ge=1)
+    reconcile_budget_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("amocrm_api_url")
     @classmethod
