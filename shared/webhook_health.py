@@ -98,7 +98,10 @@ def check_account(db: Database, account_id: int) -> CheckResult:
             if found != "enabled":
                 resubscribe(amo, destination, mine)
     except AmoCrmError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        # Not the message: a network error's text carries the request URL, and ours has the
+        # destination (with its secret) in the query. The class and status say enough.
+        answer = f"HTTP {exc.status}" if exc.status else "no answer"
+        error = f"{type(exc).__name__} ({answer}): {exc.summary}"
         _record(db, account_id, "error", error=error)
         log.warning(
             "webhook check failed", extra={"account_id": account_id, "error": type(exc).__name__}
