@@ -11,6 +11,7 @@ import requests
 from werkzeug.serving import make_server
 
 from sandbox.unisender import SandboxConfig, create_app
+from sandbox.unisender.state import RUNTIME_SETTINGS
 from shared.unisender import UnisenderClient
 
 
@@ -19,7 +20,7 @@ class SandboxServer:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.api_url = f"{url}/ru/api"
+        self.api_url = f"{url}/en/api"
         self.http = requests.Session()
 
     def control(self, verb: str, path: str, **kwargs: Any) -> Any:
@@ -67,11 +68,11 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
     defaults = SandboxConfig()
     yield sandbox_server
     sandbox_server.control("DELETE", "/faults")
+    # Every test of the session calls from 127.0.0.1: without a fresh window the per-IP limit
+    # (1,200/min, the real rule) would count the whole session as one minute's traffic.
+    sandbox_server.control("DELETE", "/rate_limits")
     sandbox_server.configure(
-        rate_limit_per_min=defaults.rate_limit_per_min,
-        latency_ms=defaults.latency_ms,
-        legacy_contact_shape=defaults.legacy_contact_shape,
-        string_numbers=defaults.string_numbers,
+        **{name: getattr(defaults, name) for name in sorted(RUNTIME_SETTINGS)},
     )
 
 
