@@ -1,6 +1,6 @@
 """Contract: `/{LANG}/api/` picks the language of the `error` text; codes never change (issue 12).
 
-Docs: "LANG – the language of API server messages, ru, en, it are possible at the moment"; the
+Docs: "LANG - the language of API server messages, ru, en, it are possible at the moment"; the
 official PHP wrapper also allows `ua`. Whether each message is translated is [unverified]; the
 emulator translates them, so a client that branches on English text on `/ru/api` fails here.
 """

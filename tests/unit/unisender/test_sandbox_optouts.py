@@ -173,7 +173,7 @@ def test_batched_delete_rows_scoped_to_a_list(sandbox: SandboxServer) -> None:
     assert members == {ours: 0, theirs: 500}
     # A row for an address not on the list (or unknown) deletes nothing and is not counted.
     again = _import(
-        sandbox, key, ["email", "delete", "email_list_ids"], rows[:3] + [["n@x.ru", "1", str(ours)]]
+        sandbox, key, ["email", "delete", "email_list_ids"], [*rows[:3], ["n@x.ru", "1", str(ours)]]
     )
     assert again["deleted"] == 0
     refused = sandbox.api(
