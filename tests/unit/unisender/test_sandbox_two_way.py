@@ -1,4 +1,4 @@
-"""Contract: setHook / listHooks / removeHook, hook delivery with retries, exportContacts (issue 13).
+"""Contract: setHook, listHooks, removeHook, hook delivery with retries, exportContacts (issue 13).
 
 Docs: JSON to `hook_url`; anything but HTTP 200 within 3 s is retried every 10 minutes for 24 h
 with `retry_count` (+1 per resend); then the hook is `stopped` until `setHook ... status=active`.
