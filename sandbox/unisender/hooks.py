@@ -135,7 +135,10 @@ class Timer:
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
                 _, _, task = heapq.heappop(self._heap)
-            self._pool.submit(_safely, task)
+            try:
+                self._pool.submit(_safely, task)
+            except RuntimeError:  # the interpreter is shutting down: nothing left to deliver to
+                return
 
 
 def _safely(task: Callable[[], None]) -> None:
