@@ -649,13 +649,20 @@ class Sandbox:
         list_id: int,
         added_at: str,
         warnings: list[tuple[str, str, dict[str, Any]]] | None = None,
+        *,
+        report: bool = True,
     ) -> None:
-        """Put `contact` on a list; never re-activates an opt-out (per list or account-wide)."""
+        """Put `contact` on a list; never re-activates an opt-out (per list or account-wide).
+
+        `report=False`: the caller itself asks for the address as unsubscribed, so joining the
+        list as unsubscribed is what it wants, not an attempt to re-activate anyone.
+        """
         member = contact.lists.get(list_id)
         blocked = list_id in contact.unsubscribed_lists or contact.status in OPTED_OUT
         if blocked:
-            self._attempted(account, contact.email, list_id, "unsubscribed")
-            if warnings is not None:
+            if report:
+                self._attempted(account, contact.email, list_id, "unsubscribed")
+            if warnings is not None and report:
                 params = {"email": contact.email, "list_ids": list_id}
                 warnings.append(("list_unsubscribed", "warn_list_unsubscribed", params))
             if member is None:
@@ -734,7 +741,8 @@ class Sandbox:
                         del contact.lists[lid]
             for pos, lid in enumerate(list_ids):
                 added = times[pos] if pos < len(times) and times[pos] else now_text()
-                self._join(account, contact, lid, added, warnings)
+                report = wanted != "unsubscribed"
+                self._join(account, contact, lid, added, warnings, report=report)
         for lid in self._ids_cell(row.get("email_unsubscribed_list_ids")):
             contact.unsubscribe_from(lid)
         for lid in self._ids_cell(row.get("email_excluded_list_ids")):

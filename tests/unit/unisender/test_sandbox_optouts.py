@@ -201,3 +201,13 @@ def test_delete_and_add_rows_in_one_call(sandbox: SandboxServer) -> None:
         "old@x.ru": 0,
         "new@x.ru": 1,
     }
+
+
+def test_importing_someone_as_unsubscribed_is_not_an_attempt(sandbox: SandboxServer) -> None:
+    key = sandbox.new_key(lists=["L"])
+    lid = sandbox.state(key)["lists"][0]["id"]
+    row = [["moved@x.ru", "unsubscribed", str(lid)]]
+    result = _import(sandbox, key, ["email", "email_status", "email_list_ids"], row)
+    assert (result["inserted"], result["log"]) == (1, [])
+    assert _list_status(sandbox, key, "moved@x.ru") == {lid: "unsubscribed"}
+    assert sandbox.state(key)["resubscribe_attempts"] == []
