@@ -284,6 +284,9 @@ class SandboxConfig:
     # client can be tested on falling back to `setHook status=disabled`.
     hook_admin_methods: bool = True
     export_task_seconds: float = 1.0  # how long an async export takes to complete
+    # Callers behind one NAT (containers of a compose stack) reach the emulator from different
+    # addresses but the real service from one egress IP: true counts every caller as that one IP.
+    one_egress_ip: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SandboxConfig:
@@ -305,7 +308,7 @@ class SandboxConfig:
                 numbers[name] = kind(raw)
         flags: dict[str, Any] = {
             name: _env_bool(environ[prefix + name.upper()])
-            for name in ("method_limits", "hook_admin_methods")
+            for name in ("method_limits", "hook_admin_methods", "one_egress_ip")
             if environ.get(prefix + name.upper())
         }
         return cls(keys=tuple(k for k in keys if k), **numbers, **flags)
@@ -326,6 +329,7 @@ RUNTIME_SETTINGS = frozenset(
         "hook_retry_period_seconds",
         "hook_admin_methods",
         "export_task_seconds",
+        "one_egress_ip",
     }
 )
 
@@ -432,6 +436,8 @@ class Sandbox:
     def admit(self, api_key: str | None, ip: str, method: str) -> None:
         """Count one API call against the IP (always) and the key (when it is valid)."""
         cfg = self.config
+        if cfg.one_egress_ip:
+            ip = "egress"
         per_method = METHOD_LIMITS.get(method) if cfg.method_limits else None
         checks: list[tuple[str, str, str | None, int]] = [
             ("ip", ip, None, cfg.ip_rate_limit_per_min)

@@ -68,6 +68,19 @@ def test_one_ip_shares_its_budget_across_keys(sandbox: SandboxServer) -> None:
     assert "result" in call_from(sandbox, "127.0.0.2", "getLists", _form(second))
 
 
+def test_one_egress_ip_mode_counts_every_caller_as_one_ip(
+    sandbox: SandboxServer, api_key: str
+) -> None:
+    # For a compose stack: containers reach the emulator from several addresses, the real
+    # service from one egress IP.
+    sandbox.configure(ip_rate_limit_per_min=2, one_egress_ip=True)
+    assert "result" in call_from(sandbox, "127.0.0.1", "getLists", _form(api_key))
+    assert "result" in call_from(sandbox, "127.0.0.5", "getLists", _form(api_key))
+    refused = call_from(sandbox, "127.0.0.6", "getLists", _form(api_key))
+    assert refused["code"] == "api_call_limit_exceeded_for_ip"
+    assert sandbox.control("GET", "/rate_limits")["ip"] == {"egress": 2}
+
+
 def test_one_key_is_limited_across_ips(sandbox: SandboxServer, api_key: str) -> None:
     sandbox.configure(rate_limit_per_min=2, ip_rate_limit_per_min=100)
     assert "result" in call_from(sandbox, "127.0.0.1", "getLists", _form(api_key))
