@@ -345,7 +345,10 @@ class Sandbox:
         self.faults: list[Fault] = []
         self.windows = Windows()
         self.timer = Timer()
-        self.deliveries: deque[Delivery] = deque(maxlen=5000)
+        self.deliveries: deque[Delivery] = deque(maxlen=5000)  # the log the control API shows
+        # Deliveries still being tried, by id: apart from the bounded log, so a burst of events
+        # (10,000 unsubscribes with single_event=1) is never evicted before it is delivered.
+        self.pending: dict[int, Delivery] = {}
         self.generation = 0  # bumped by reset: background work of an older one stands down
         # The call being served (set by the app under the lock, before the handler runs): its
         # language for warning texts, its method for the resubscribe-attempt record.
@@ -388,6 +391,7 @@ class Sandbox:
             self.faults.clear()
             self.windows.clear()
             self.deliveries.clear()
+            self.pending.clear()
             for key in self.config.keys:
                 self.create_account(key)
 
@@ -846,7 +850,7 @@ class Sandbox:
                 first_try=time.monotonic(),
                 kind="export_notify",
             )
-            self.deliveries.append(delivery)
+            self._track(delivery)
         self._attempt(delivery.id, generation)
 
     def get_task_result(self, account: Account, args: dict[str, Any]) -> Any:
@@ -1105,7 +1109,7 @@ class Sandbox:
                         events=batch,
                         first_try=time.monotonic(),
                     )
-                    self.deliveries.append(delivery)
+                    self._track(delivery)
                     made.append(delivery)
             generation = self.generation
         for delivery in made:
@@ -1127,20 +1131,25 @@ class Sandbox:
             )
         )
 
-    def _delivery(self, delivery_id: int) -> Delivery | None:
-        return next((d for d in self.deliveries if d.id == delivery_id), None)
+    def _track(self, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+        self.pending[delivery.id] = delivery
+
+    def _settle(self, delivery: Delivery, state: str) -> None:
+        delivery.state = state
+        self.pending.pop(delivery.id, None)
 
     def _attempt(self, delivery_id: int, generation: int) -> None:
         """Send one delivery once; schedule the next try or stop the hook after the period."""
         with self.lock:
-            delivery = self._delivery(delivery_id)
+            delivery = self.pending.get(delivery_id)
             if delivery is None or generation != self.generation or delivery.state != "pending":
                 return
             account = self.accounts.get(delivery.api_key)
             hook = account.hooks.get(delivery.hook_url) if account else None
             if delivery.kind == "hook":
                 if hook is None or hook.status != "active":
-                    delivery.state = "dropped"
+                    self._settle(delivery, "dropped")
                     return
                 if hook.in_flight >= hook.max_parallel:
                     later = time.monotonic() + 0.05
@@ -1164,17 +1173,17 @@ class Sandbox:
                 }
             )
             if status == 200:
-                delivery.state = "delivered"
+                self._settle(delivery, "delivered")
                 return
             if hook is not None:
                 hook.last_error = error or f"HTTP {status}"
             if delivery.kind != "hook" or hook is None:
-                delivery.state = "given_up"
+                self._settle(delivery, "given_up")
                 return
             interval = self.config.hook_retry_interval_seconds
             next_try = time.monotonic() + interval
             if next_try - delivery.first_try > self.config.hook_retry_period_seconds:
-                delivery.state = "given_up"
+                self._settle(delivery, "given_up")
                 hook.status = "stopped"  # docs: after 24 h without success
                 hook.stopped_at = now_text()
                 return
