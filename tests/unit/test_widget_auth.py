@@ -7,7 +7,8 @@ import time
 import pytest
 
 from shared import errors
-from shared.widget_auth import is_allowed_origin, verify_widget_token
+from shared.web.cors import is_allowed_origin
+from shared.web.widget_token import verify_widget_token
 from tests.e2e.flows_widget import mint_widget_token
 
 pytestmark = pytest.mark.unit

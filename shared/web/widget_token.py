@@ -1,4 +1,4 @@
-"""The amoCRM widget's one-time `X-Auth-Token` JWT, and CORS for amoCRM account origins.
+"""The amoCRM widget's one-time `X-Auth-Token` JWT.
 
 Verified like amoCRM's `parseDisposableToken` (reference §6.2): HS256 with the integration's
 client secret, `aud` = the origin of our public URL, `nbf`/`exp` with a small leeway,
@@ -8,13 +8,9 @@ inside the token's ~30 min) and `account_id` must be an account we store.
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import flask
 import jwt
@@ -23,16 +19,12 @@ import pymysql
 from shared import errors
 from shared.accounts import AccountRow, get_account
 from shared.db import Database
-from shared.http import json_error, map_exception
 from shared.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 HEADER = "X-Auth-Token"
 LEEWAY_SECONDS = 30
 # amoCRM issues 30-minute tokens; anything claiming to live much longer was not made by it.
 MAX_LIFETIME_SECONDS = 2 * 3600
-_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -132,58 +124,3 @@ def authenticate_widget(request: flask.Request, db: Database) -> tuple[WidgetCla
         )
     spend_token(db, claims)
     return claims, account
-
-
-def is_allowed_origin(origin: str | None, domains: tuple[str, ...]) -> bool:
-    """True for https://<subdomain>.<allowed domain> (e.g. https://acme.amocrm.ru)."""
-    if not origin:
-        return False
-    parts = urlsplit(origin)
-    if parts.scheme != "https" or parts.port not in (None, 443) or parts.path not in ("", "/"):
-        return False
-    host = (parts.hostname or "").lower()
-    for domain in domains:
-        suffix = "." + domain
-        if host.endswith(suffix) and _SUBDOMAIN.match(host[: -len(suffix)]):
-            return True
-    return False
-
-
-def cors_headers(request: flask.Request) -> dict[str, str]:
-    """CORS answer headers for an amoCRM account origin; empty for any other origin."""
-    origin = request.headers.get("Origin")
-    if not is_allowed_origin(origin, get_settings().allowed_domains):
-        return {}
-    assert origin is not None
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": f"{HEADER}, Content-Type, X-Requested-With",
-        "Access-Control-Max-Age": "600",
-        "Vary": "Origin",
-    }
-
-
-def preflight(request: flask.Request) -> flask.Response:
-    """Answer an OPTIONS preflight: 204 for amoCRM origins, 403 for anything else."""
-    headers = cors_headers(request)
-    if not headers:
-        raise errors.Forbidden("origin not allowed", code="origin_not_allowed")
-    response = flask.make_response("", 204)
-    response.headers.update(headers)
-    return response
-
-
-def with_cors(request: flask.Request, produce: Callable[[], Any]) -> flask.Response:
-    """Run a widget route; errors become the JSON error shape and every answer carries CORS."""
-    try:
-        response = flask.make_response(produce())
-    except Exception as exc:
-        status, code, message = map_exception(exc)
-        if status >= 500 and status != 503:
-            log.exception("widget request failed", extra={"path": request.path})
-        else:
-            log.warning("widget request refused", extra={"status": status, "code": code})
-        response = json_error(status, code, message)
-    response.headers.update(cors_headers(request))
-    return response
