@@ -13,6 +13,10 @@ from shared.web.auth import Auth
 from shared.web.routes import Call, Route, RouteTable
 from shared.webhook_intake import accept_webhook
 
+# amoCRM documents no byte limit for a webhook POST; its batches hold at most 500 entities
+# (reference §3.1), a contact a few KiB in the form encoding: 2 MiB, the gateway's own cap.
+MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
+
 
 def receive(call: Call) -> flask.Response:
     accepted = accept_webhook(
@@ -40,6 +44,7 @@ ROUTES = RouteTable(
             receive,
             methods=("POST",),
             auth=Auth.WEBHOOK_SECRET,
+            max_body=MAX_WEBHOOK_BYTES,
         )
     ],
     # Not a destination we hand out: it answers like an unknown account (nothing to probe).

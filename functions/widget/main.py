@@ -12,14 +12,14 @@ import functions_framework
 from shared import widget_connect
 from shared.db import get_database
 from shared.web.auth import Auth
+from shared.web.request import json_object
 from shared.web.routes import Call, Route, RouteTable
 
 
 def _form(request: flask.Request) -> dict[str, Any]:
-    # $authorizedAjax posts form fields like $.ajax; JSON is accepted too.
-    data = request.get_json(silent=True) if request.is_json else None
-    if isinstance(data, dict):
-        return data
+    # $authorizedAjax posts form fields like $.ajax; JSON is accepted too (depth-limited).
+    if request.is_json:
+        return json_object(request)
     return {key: request.form.get(key) for key in request.form}
 
 

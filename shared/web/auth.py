@@ -26,6 +26,7 @@ from shared import errors, oauth_flow
 from shared.accounts import AccountRow, find_account
 from shared.db import Database, get_database
 from shared.settings import get_settings
+from shared.web.admin_guard import client_ip, record_failure, refuse_if_locked
 from shared.web.request import int_param, query_param
 from shared.web.widget_token import HEADER as WIDGET_HEADER
 from shared.web.widget_token import WidgetClaims, authenticate_widget
@@ -102,9 +103,7 @@ def is_admin_basic(request: flask.Request) -> bool:
 
 
 def authenticate(auth: Auth, request: flask.Request, params: Mapping[str, str]) -> Caller:
-    """The caller of a route declared with `auth`; raises the 401/404 to answer otherwise."""
-    if auth is Auth.PUBLIC:
-        return Caller("admin" if is_admin(request) else "anonymous")
+    """The caller of a route declared with `auth`; raises the 401/404/429 to answer otherwise."""
     if auth is Auth.AMOCRM_SIGNED:
         account_id = oauth_flow.verify_disable_hook(get_settings(), request.args)
         return Caller("amocrm", account_id=account_id)
@@ -116,18 +115,34 @@ def authenticate(auth: Auth, request: flask.Request, params: Mapping[str, str]) 
         return Caller("webhook", account_id=account_id)
     if auth is Auth.WIDGET:
         return _widget(request, get_database())
-    if auth is Auth.ADMIN_PAGE:
-        if is_admin(request) or is_admin_basic(request):
-            return Caller("admin")
-        raise CredentialsRequired("admin credentials required", code="unauthorized")
-    if is_admin(request):
+    if _admin_credentials(request, basic=auth is Auth.ADMIN_PAGE):
         return Caller("admin")
+    if auth is Auth.PUBLIC:
+        return Caller("anonymous")
+    if auth is Auth.ADMIN_PAGE:
+        raise CredentialsRequired("admin credentials required", code="unauthorized")
     if auth is Auth.ADMIN_OR_WIDGET and request.headers.get(WIDGET_HEADER):
         return _widget(request, get_database())
     raise errors.Unauthorized(
         "credentials required: Authorization: Bearer <ADMIN_TOKEN>"
         + (" or the widget's X-Auth-Token" if auth is Auth.ADMIN_OR_WIDGET else "")
     )
+
+
+def _admin_credentials(request: flask.Request, *, basic: bool) -> bool:
+    """Whether the request carries the admin's credentials; wrong ones count against its IP."""
+    if not request.headers.get("Authorization", "").strip():
+        return False
+    db, ip = get_database(), client_ip(request)
+    refuse_if_locked(db, ip)
+    if is_admin(request):
+        return True
+    if is_admin_basic(request):
+        # The right password: a browser resends the status page's Basic credentials to other
+        # routes by itself. Only the page takes them, but they are no guess.
+        return basic
+    record_failure(db, ip)
+    return False
 
 
 def _widget(request: flask.Request, db: Database) -> Caller:

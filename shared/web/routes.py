@@ -23,18 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import errors
 from shared.db import get_database
 from shared.http import _HTTP_CODES, error_body, map_exception
 from shared.jobqueue import get_queue
-from shared.logs import configure_logging, new_request_id, request_id_var
+from shared.logs import configure_logging, request_id_var
 from shared.settings import get_settings
 from shared.web.auth import Auth, Caller, authenticate
 from shared.web.cors import cors_headers, preflight
+from shared.web.request import request_id_of
 
 log = logging.getLogger("amosync.http")
+
+# Bodies a route accepts unless it says otherwise: widget forms and JSON are a few hundred bytes.
+DEFAULT_MAX_BODY = 64 * 1024
 
 # Path parameter kinds: `{account_id:id}` is ASCII digits only (no sign, no spaces), a BIGINT.
 _PARAM_PATTERNS = {
@@ -69,6 +73,8 @@ class Route:
     auth: Auth = Auth.PUBLIC
     # Answer the amoCRM widget's CORS preflight and put CORS headers on every answer.
     cors: bool = False
+    # Larger bodies are refused with 413 before the handler (or auth) reads them.
+    max_body: int = DEFAULT_MAX_BODY
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -170,8 +176,9 @@ class RouteTable:
         if self.function_name not in _configured:
             configure_logging(self.function_name, get_settings().log_level)
             _configured.add(self.function_name)
-        request_id = request.headers.get("X-Request-Id") or new_request_id()
-        token = request_id_var.set(request_id[:64])
+        # Echoed in a response header and logged: bounded and plain, or replaced.
+        request_id = request_id_of(request)
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
         route: Route | None = None
         try:
@@ -215,8 +222,16 @@ class RouteTable:
             return preflight(request)
         if request.method not in route.methods:
             raise errors.MethodNotAllowed(f"use {' or '.join(route.methods)}")
-        caller = authenticate(route.auth, request, params)
-        response = flask.make_response(route.handler(Call(request, caller, params)))
+        if (request.content_length or 0) > route.max_body:
+            raise RequestEntityTooLarge()
+        # A body without Content-Length (chunked) is cut at the limit as it is read (413)...
+        request.max_content_length = route.max_body
+        try:
+            caller = authenticate(route.auth, request, params)
+            response = flask.make_response(route.handler(Call(request, caller, params)))
+        finally:
+            # ...but functions-framework drains the body after us: it must not raise there.
+            request.max_content_length = None
         if route.cors:
             response.headers.update(cors_headers(request))
         return response

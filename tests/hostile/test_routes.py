@@ -180,17 +180,18 @@ def test_injection_strings_in_names_and_emails(target: Target, value: str) -> No
 
 def _claims(target: Target, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    public = urlsplit(target.env["PUBLIC_URL"])
+    redirect = urlsplit(target.env["AMOCRM_REDIRECT_URI"])
+    host = _db().fetch_one("SELECT host FROM accounts WHERE id = %s", (target.account_id,))["host"]
     claims: dict[str, Any] = {
-        "iss": "https://hostile.amocrm.ru",
-        "aud": f"{public.scheme}://{public.netloc}",
+        "iss": f"https://{host}",
+        "aud": f"{redirect.scheme}://{redirect.hostname}",
         "jti": str(uuid.uuid4()),
         "iat": now,
         "nbf": now,
         "exp": now + 1800,
         "account_id": target.account_id,
         "user_id": 1,
-        "subdomain": "hostile",
+        "subdomain": host.split(".")[0],
         "client_uuid": target.env["AMOCRM_CLIENT_ID"],
     }
     claims.update(overrides)
