@@ -116,7 +116,8 @@ def verify_widget_token(
     except jwt.InvalidAudienceError as exc:
         raise _refuse("widget token is for another site") from exc
     except jwt.InvalidTokenError as exc:
-        raise _refuse(f"widget token rejected: {type(exc).__name__}") from exc
+        # PyJWT's messages name the claim or check that failed, never a value of the token.
+        raise _refuse(f"widget token rejected: {exc}") from exc
     if claims["client_uuid"] != settings.amocrm_client_id:
         raise _refuse("widget token is for another integration")
     current = now if now is not None else datetime.now(UTC).timestamp()

@@ -106,18 +106,24 @@ def test_a_token_as_amocrm_signs_it_is_accepted(target: Target) -> None:
 def test_loose_widget_tokens_are_refused(target: Target, case: str) -> None:
     good = _claims(target)
     public = urlsplit(target.env["PUBLIC_URL"])
-    overrides: dict[str, Any] = {
-        "iss-other-account": {"iss": "https://another.amocrm.ru"},
-        "iss-lookalike": {"iss": f"https://{_host(target)}.evil.example"},
-        "iss-missing": {"iss": None},
-        "aud-list": {"aud": [good["aud"], "https://evil.example"]},
+    with_port = f"{public.scheme}://{public.netloc}"
+    # Each case with the reason the refusal must give (not just any 401).
+    overrides, reason = {
+        "iss-other-account": (
+            {"iss": "https://another.amocrm.ru", "subdomain": "another"},
+            "(iss)",
+        ),
+        "iss-lookalike": ({"iss": f"https://{_host(target)}.evil.example"}, "(iss)"),
+        "iss-missing": ({"iss": None}, '"iss"'),
+        # A list holding both the old and the right audience: only one string is accepted.
+        "aud-list": ({"aud": [good["aud"], with_port]}, "another site"),
         # The gateway's URL with its port is not what amoCRM signs (scheme + host only).
-        "aud-public-url-with-port": {"aud": f"{public.scheme}://{public.netloc}"},
-        "account-id-string": {"account_id": str(target.account_id)},
-        "account-id-float": {"account_id": target.account_id + 0.5},
-        "account-id-true": {"account_id": True},
-        "subdomain-other": {"subdomain": "another"},
-        "user-id-string": {"user_id": "1"},
+        "aud-public-url-with-port": ({"aud": with_port}, "another site"),
+        "account-id-string": ({"account_id": str(target.account_id)}, "account_id"),
+        "account-id-float": ({"account_id": target.account_id + 0.5}, "account_id"),
+        "account-id-true": ({"account_id": True}, "account_id"),
+        "subdomain-other": ({"subdomain": "another"}, "subdomain"),
+        "user-id-string": ({"user_id": "1"}, "user_id"),
     }[case]
     assert public.port is not None  # the stack's PUBLIC_URL carries a port: the case is real
     quiesce()
@@ -133,6 +139,7 @@ def test_loose_widget_tokens_are_refused(target: Target, case: str) -> None:
         check_response(target, resp, where=f"{case} {method} {route}")
         assert resp.status_code == 401, (case, route, resp.text)
         assert resp.json()["error"]["code"] == "invalid_token", resp.text
+        assert reason in resp.json()["error"]["message"], (case, resp.text)
     assert changed(before, snapshot(_db())) == {}
 
 
@@ -267,7 +274,9 @@ def test_the_function_itself_matches_ids_strictly(
     assert resp.status_code == (200 if prefix == "0" else 404), resp.get_data(as_text=True)
     if resp.status_code == 404:
         assert resp.get_json()["error"]["code"] == "webhook_not_found"
-    assert secret not in caplog.text
+    # Every field of every record (the `path` extra included), not only the messages.
+    logged = [str(v) for record in caplog.records for v in record.__dict__.values()]
+    assert not any(secret in value for value in logged), "the webhook secret was logged"
 
 
 # --- issue 12 item 7: webhook bodies over the limit ----------------------------------------------
