@@ -22,7 +22,16 @@ import pytest
 import requests
 
 from tests.conftest import reset_caches
-from tests.hostile.conftest import Target, changed, check_response, quiesce, snapshot
+from tests.hostile.conftest import (
+    Target,
+    account_host,
+    changed,
+    check_response,
+    quiesce,
+    snapshot,
+    widget_claims,
+    widget_token_calls,
+)
 
 pytestmark = [pytest.mark.hostile]
 
@@ -37,30 +46,11 @@ def _db() -> Any:
 
 
 def _host(target: Target) -> str:
-    return str(
-        _db().fetch_one("SELECT host FROM accounts WHERE id = %s", (target.account_id,))["host"]
-    )
+    return account_host(target.account_id)
 
 
 def _claims(target: Target, **overrides: Any) -> dict[str, Any]:
-    """Claims exactly as amoCRM signs them for the target account (reference §6.2)."""
-    now = int(time.time())
-    redirect = urlsplit(target.env["AMOCRM_REDIRECT_URI"])
-    host = _host(target)
-    claims: dict[str, Any] = {
-        "iss": f"https://{host}",
-        "aud": f"{redirect.scheme}://{redirect.hostname}",
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 1800,
-        "account_id": target.account_id,
-        "user_id": 1,
-        "subdomain": host.split(".")[0],
-        "client_uuid": target.env["AMOCRM_CLIENT_ID"],
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
+    return widget_claims(target, **overrides)
 
 
 def _token(target: Target, **overrides: Any) -> str:
@@ -128,15 +118,8 @@ def test_loose_widget_tokens_are_refused(target: Target, case: str) -> None:
     assert public.port is not None  # the stack's PUBLIC_URL carries a port: the case is real
     quiesce()
     before = snapshot(_db())
-    for method, route in (("GET", "/widget/status"), ("POST", "/widget"), ("GET", "/contacts")):
-        resp = requests.request(
-            method,
-            target.url + route,
-            headers={"X-Auth-Token": _token(target, **overrides)},
-            data={"api_key": "x"},
-            timeout=15,
-        )
-        check_response(target, resp, where=f"{case} {method} {route}")
+    for route, resp in widget_token_calls(target, _token(target, **overrides)):
+        check_response(target, resp, where=f"{case} {route}")
         assert resp.status_code == 401, (case, route, resp.text)
         assert resp.json()["error"]["code"] == "invalid_token", resp.text
         assert reason in resp.json()["error"]["message"], (case, resp.text)
