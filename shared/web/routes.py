@@ -76,16 +76,20 @@ class Route:
     # Larger bodies are refused with 413 before the handler (or auth) reads them.
     max_body: int = DEFAULT_MAX_BODY
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    id_params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pattern", re.compile(_compile(self.path)))
+        ids = tuple(m["name"] for m in _PARAM.finditer(self.path) if m["kind"] == "id")
+        object.__setattr__(self, "id_params", ids)
 
     def match(self, path: str) -> dict[str, str] | None:
+        """The path parameters when `path` is this route's, else None (ids past BIGINT too)."""
         found = self.pattern.fullmatch(path)
         if found is None:
             return None
         params = found.groupdict()
-        if any(k == "account_id" and int(v) > MAX_ID for k, v in params.items()):
+        if any(int(params[name]) > MAX_ID for name in self.id_params):
             return None
         return params
 
