@@ -406,10 +406,12 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Statuses of some addresses: None for one Unisender does not have on the list.
+    """Statuses of some addresses: None where Unisender has no such contact (getContact) or the
+    address is not on the list (export).
 
     `snapshot` marks answers from a list export, which can be older than our own latest
-    imports; getContact answers are fresh.
+    imports; getContact answers are fresh. A person who unsubscribes after the export is missed
+    by removals for at most STATUS_MAX_AGE_SECONDS; a later re-import asks again (`recheck`).
     """
 
     statuses: dict[str, ListStatus | None]
@@ -442,16 +444,28 @@ class ListStatuses:
         self._clock = clock
         self._snapshot: dict[str, ListStatus] | None = None
         self._taken_at = 0.0
+        self._opted_out: dict[str, ListStatus] | None = None  # account-wide, on no list of ours
+        self._opted_out_at = 0.0
         self._no_export = False
 
-    def lookup(self, emails: Sequence[str], keep_alive: Callable[[], None]) -> Lookup:
+    def lookup(
+        self, emails: Sequence[str], keep_alive: Callable[[], None], *, joining: bool = False
+    ) -> Lookup:
+        """Statuses of these addresses. `joining`: they are about to be put on the list, so an
+        address the list export lacks is also looked up among the account-wide unsubscribed
+        (a second export, read only when some address needs it)."""
         wanted = list(dict.fromkeys(emails))
         if not wanted:
             return Lookup({}, snapshot=False)
         if len(wanted) > self.small and not self._no_export:
             snapshot = self._fresh_snapshot(keep_alive)
             if snapshot is not None:
-                return Lookup({e: snapshot.get(e) for e in wanted}, snapshot=True)
+                listed = {e: snapshot.get(e) for e in wanted}
+                missing = [e for e, status in listed.items() if status is None]
+                if joining and missing:
+                    opted_out = self._fresh_opted_out(keep_alive)
+                    listed.update({e: opted_out.get(e) for e in missing})
+                return Lookup(listed, snapshot=True)
         found: dict[str, ListStatus | None] = {}
         for email in wanted:
             contact = self.client.get_contact(email, include_lists=True, include_fields=False)
@@ -470,6 +484,14 @@ class ListStatuses:
                 return None
             self._snapshot, self._taken_at = snapshot, self._clock()
         return self._snapshot
+
+    def _fresh_opted_out(self, keep_alive: Callable[[], None]) -> dict[str, ListStatus]:
+        if self._opted_out is None or self._clock() - self._opted_out_at > self.max_age:
+            found = self.client.export_list_statuses(
+                None, notify_url=self.notify_url, email_status="unsubscribed", keep_alive=keep_alive
+            )
+            self._opted_out, self._opted_out_at = found or {}, self._clock()
+        return self._opted_out
 
 
 def _holder_name(snapshot: Snapshot, contact_id: int) -> str:
@@ -500,10 +522,11 @@ def _execute(
     # Who opted out is asked before anything is sent, and left alone: never imported again (the
     # per-list unsubscribe must not be undone) and not removed either (a removal could wipe the
     # per-list status that tells us). Few addresses: getContact each; many: one list export.
-    lookup = statuses.lookup([*plan.recheck, *plan.to_exclude], keep_alive)
+    lookup = statuses.lookup(plan.to_exclude, keep_alive)
+    joining = statuses.lookup(plan.recheck, keep_alive, joining=True)
     unsubscribed = {
         email
-        for email, status in lookup.statuses.items()
+        for email, status in [*lookup.statuses.items(), *joining.statuses.items()]
         if status is not None and status.unsubscribed_from(list_id)
     }
     plan.to_import = [

@@ -396,13 +396,17 @@ class UnisenderClient:
 
     def export_list_statuses(
         self,
-        list_id: int,
+        list_id: int | None,
         *,
         notify_url: str,
+        email_status: str | None = None,
         wait_seconds: float = 300.0,
         keep_alive: Callable[[], None] | None = None,
     ) -> dict[str, ListStatus] | None:
         """Every address of the list with its statuses, read in one export (not one call each).
+
+        `list_id=None` with `email_status` reads the whole account's addresses in that status
+        (e.g. everyone unsubscribed account-wide, who is on no list of ours).
 
         `async/exportContacts` plus `async/getTaskResult` polls (the export's own limit is 20
         calls a minute, so callers read it once and reuse it); the legacy synchronous
@@ -410,7 +414,11 @@ class UnisenderClient:
         service refuses the status columns ([unverified] names): the caller must then ask per
         address. `notify_url` is required by the EN docs; we poll, so nothing needs to answer it.
         """
-        params: dict[str, object] = {"list_id": list_id, "field_names": list(STATUS_COLUMNS)}
+        params: dict[str, object] = {"field_names": list(STATUS_COLUMNS)}
+        if list_id is not None:
+            params["list_id"] = list_id
+        if email_status is not None:
+            params["email_status"] = email_status
         try:
             task = self.call("async/exportContacts", {**params, "notify_url": notify_url})
         except UnknownMethod:

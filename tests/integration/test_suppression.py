@@ -124,8 +124,12 @@ def test_a_reconnect_that_forgets_our_markers_never_reactivates_anyone(
 ) -> None:
     acc = connect(env, contacts=contacts)
     assert run_sync(acc.account_id)["status"] == "done"
-    opted = _emails(acc, 1)[0]
+    opted, everywhere = _emails(acc, 1, 2)
     _unsubscribe(env.uni_url, acc.api_key, opted, acc.list_id)
+    # Taken off the list by hand in Unisender, then unsubscribed from everything: on no list,
+    # so only an account-wide look finds the opt-out.
+    assert acc.uni.exclude(everywhere, [acc.list_id])
+    _unsubscribe(env.uni_url, acc.api_key, everywhere, None)
     db = get_database()
     # Reconnected to another list and back (as with a new key): what we did in the list is
     # forgotten, so the next full sync treats every address as new to it.
@@ -139,7 +143,8 @@ def test_a_reconnect_that_forgets_our_markers_never_reactivates_anyone(
     assert run["status"] == "done", run["error"]
     assert _key_state(env.uni_url, acc.api_key)["resubscribe_attempts"] == []
     assert _member_state(acc.account_id, opted) == "unsubscribed"
-    assert opted not in acc.list_emails() and len(acc.list_emails()) == contacts - 1
+    assert _member_state(acc.account_id, everywhere) == "unsubscribed"
+    assert opted not in acc.list_emails() and len(acc.list_emails()) == contacts - 2
 
     # The suppression record itself survives later reconnects, with the same key or another
     # list, and no later full sync overwrites it.

@@ -87,3 +87,13 @@ def test_removal_rows_take_addresses_off_our_list_only_in_one_call(
     assert state["resubscribe_attempts"] == []
     # Opt-outs survive the removal: the emulator still knows who unsubscribed from our list.
     assert by_email["left@x.ru"]["unsubscribed_lists"] == [lists["ours"]]
+
+
+def test_an_account_wide_export_finds_opt_outs_on_no_list(
+    seeded: tuple[UnisenderClient, dict[str, int]],
+) -> None:
+    client, _ = seeded
+    statuses = client.export_list_statuses(
+        None, notify_url="http://127.0.0.1:9/", email_status="unsubscribed"
+    )
+    assert statuses is not None and sorted(statuses) == ["gone@x.ru"]
