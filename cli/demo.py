@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sandbox import flows
+from devstack import flows
 from shared.settings import Settings
 
 console = Console(soft_wrap=True, highlight=False)
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _default_urls(settings: Settings) -> tuple[str, str, str]:
-    from cli.devstack import dev_ports, dotenv_environment
+    from devstack.run import dev_ports, dotenv_environment
 
     ports = dev_ports(
         dotenv_environment(), gateway=settings.gateway_port, beanstalk=settings.beanstalk_port
@@ -103,7 +103,7 @@ def demo(
 
 def sandbox_keys() -> list[str]:
     """SANDBOX_UNISENDER_KEYS as `make dev` hands it to the emulator (.env, then environment)."""
-    from cli.devstack import dotenv_environment
+    from devstack.run import dotenv_environment
 
     return dotenv_environment().get("SANDBOX_UNISENDER_KEYS", "").split(",")
 

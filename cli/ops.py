@@ -41,40 +41,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue_app, name="queue")
 
 
-def describe_mysql_error(exc: Exception, settings: Settings) -> str:
-    """One line saying why MySQL would not serve us and what to change."""
-    where = f"MySQL at {settings.mysql_host}:{settings.mysql_port}"
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    if code in (2002, 2003, 2005, 2006, 2013):
-        return (
-            f"{where} is unreachable ({detail}); start MySQL/MariaDB or set MYSQL_HOST/MYSQL_PORT"
-        )
-    if code in (1044, 1045, 1698):
-        return (
-            f"{where} refused user {settings.mysql_user!r} ({detail}); set MYSQL_USER and "
-            "MYSQL_PASSWORD (in .env) to a user that may create databases"
-        )
-    return f"{where} failed: {detail}"
-
-
-def mysql_problem(settings: Settings) -> str | None:
-    """None when MySQL accepts the configured user; otherwise describe_mysql_error's line."""
-    import pymysql
-
-    try:
-        pymysql.connect(
-            host=settings.mysql_host,
-            port=settings.mysql_port,
-            user=settings.mysql_user,
-            password=settings.mysql_password.get_secret_value(),
-            connect_timeout=settings.mysql_connect_timeout,
-        ).close()
-    except pymysql.err.MySQLError as exc:
-        return describe_mysql_error(exc, settings)
-    return None
-
-
 def load_settings() -> Settings:
     """get_settings(), or one line on stderr and exit 1 when the configuration is invalid."""
     from pydantic import ValidationError
@@ -89,6 +55,7 @@ def migrate() -> None:
     """Create the database if needed and apply every pending migration."""
     import pymysql
 
+    from shared.db import describe_mysql_error
     from shared.migrate import apply_migrations
 
     settings = load_settings()
@@ -113,7 +80,7 @@ def dev(
     ] = True,
 ) -> None:
     """Run the whole stack without Docker: the processes the containers run. Ctrl-C stops all."""
-    from cli.devstack import run_dev_stack
+    from devstack.run import run_dev_stack
 
     raise typer.Exit(run_dev_stack(with_sandbox=sandbox))
 

@@ -20,7 +20,7 @@ import pymysql
 import pytest
 import requests
 
-from cli.devstack import FUNCTIONS, free_port
+from devstack.stack import FUNCTIONS, free_port
 from shared.crypto import generate_key
 from shared.settings import Settings
 from tests.conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER

@@ -20,7 +20,7 @@ from shared.crypto import get_secret_box
 from shared.db import Database
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ def test_update_tokens_queues_expiring_accounts(db: Database, beanstalkd: Any) -
 
 
 def test_update_tokens_fails_when_queue_is_down(monkeypatch: pytest.MonkeyPatch, db: Any) -> None:
-    from cli.devstack import free_port
+    from devstack.stack import free_port
 
     monkeypatch.setenv("BEANSTALK_PORT", str(free_port()))
     reset_caches()

@@ -8,7 +8,7 @@ import pytest
 
 from shared import errors
 from shared.widget_auth import is_allowed_origin, verify_widget_token
-from tests.e2e.flows_widget import mint_widget_token
+from testing.widget import mint_widget_token
 
 pytestmark = pytest.mark.unit
 
