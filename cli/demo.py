@@ -82,7 +82,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Unisender.")] = 60,
 ) -> None:
     """Sandbox mode only: install a sandbox account, connect Unisender, add contacts, watch."""
-    from cli.ops import fail, load_settings
+    from cli.failures import fail
+    from cli.ops import load_settings
 
     settings = load_settings()
     if not settings.sandbox_mode:
@@ -118,7 +119,7 @@ def _run(
     count: int,
     timeout: float,
 ) -> None:
-    from cli.ops import fail
+    from cli.failures import fail
 
     _step(0, f"checking that `make dev` runs: {gateway}, {amocrm}, {unisender}")
     down = [

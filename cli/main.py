@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from cli import accounts, demo, ops, security, sync, widget
+from cli import accounts, config, demo, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
-    help="amosync operator commands. Every command has --help; exit code 0 = ok, 1 = failed, "
+    help="amosync operator commands. Every command has --help; exit code 0 = ok, 1 = failed "
+    "(including MySQL, beanstalkd or a vendor unreachable: one line on stderr, no traceback), "
     "2 = usage error.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
 ops.register(app)
+config.register(app)
 accounts.register(app)
 sync.register(app)
 widget.register(app)
 security.register(app)
 demo.register(app)
+
+
+def main() -> None:
+    """The console script: infrastructure failures become one line and exit code 1."""
+    from cli.failures import describe_infrastructure_failure
+
+    try:
+        app()
+    except Exception as exc:
+        line = describe_infrastructure_failure(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)

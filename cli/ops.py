@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from cli.failures import fail, infrastructure_line
 from shared.jobs import JOB_TYPES
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
@@ -24,12 +24,6 @@ workers_app = typer.Typer(
 )
 worker_app = typer.Typer(help="Run a queue-triggered consumer.", no_args_is_help=True)
 queue_app = typer.Typer(help="Beanstalk tubes: depths, buried jobs, replay.", no_args_is_help=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    # One line however long (soft_wrap), and the message is text, never rich markup.
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -181,7 +175,7 @@ def queue_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     try:
         stats = {tube: get_queue().tube_stats(tube) for tube in JOB_TYPES}
     except QueueUnavailable as exc:
-        fail(str(exc))
+        fail(infrastructure_line(exc))
         return
     keys = [
         "current-jobs-ready",

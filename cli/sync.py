@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.failures import fail as _fail
+from cli.failures import infrastructure_line
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
@@ -22,11 +24,6 @@ def register(app: typer.Typer) -> None:
     app.command("sync")(sync)
     app.command("contacts")(contacts)
     app.command("status")(status)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 def _account(name: str) -> Any:
@@ -61,7 +58,7 @@ def sync(
             db, account.id, kind="incremental" if incremental else "full", requested_by="cli"
         )
     except QueueUnavailable as exc:
-        _fail(str(exc))
+        _fail(infrastructure_line(exc))
         return
     verb = "started" if started.created else "joined the active"
     if not as_json:

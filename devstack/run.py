@@ -69,6 +69,11 @@ def run_dev_stack(*, with_sandbox: bool) -> int:
         env["AMOCRM_API_URL"] = settings.amocrm_api_url or f"http://127.0.0.1:{ports.amocrm}"
         env["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/ru/api"
         env["AMOCRM_AUTH_URL"] = f"http://127.0.0.1:{ports.amocrm}/oauth"
+        # The emulator reads os.environ only: hand it the derived hook unless one is set.
+        if not environ.get("SANDBOX_AMOCRM_DISABLE_HOOK_URL"):
+            env["SANDBOX_AMOCRM_DISABLE_HOOK_URL"] = (
+                f"{settings.public_url.rstrip('/')}/auth/disable"
+            )
     workdir = Path(tempfile.mkdtemp(prefix="amosync-dev-"))
     stack = Stack(ports=ports, env=env, workdir=workdir, with_sandbox=with_sandbox)
     stopping = False

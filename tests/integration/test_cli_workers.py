@@ -191,7 +191,9 @@ def test_update_tokens_fails_when_queue_is_down(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_accounts_refresh(db: Database, beanstalkd: Any) -> None:
-    assert run("accounts", "refresh", "no-such-account").exit_code == 3
+    unknown = run("accounts", "refresh", "no-such-account")
+    assert unknown.exit_code == 1
+    assert "no account named 'no-such-account'" in unknown.output
     name = f"r{uuid.uuid4().hex[:6]}"
     account_id = _account(db, name=name, expires_in=timedelta(hours=20))
     assert run("accounts", "refresh", name).exit_code == 0
