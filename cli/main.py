@@ -17,6 +17,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _use_a_running_dev_stack(ctx: typer.Context) -> None:
+    """Started next to a running `amosync dev`, every command uses its settings (emulators, ports)
+    for whatever the environment does not set itself (devstack/run.py: DEV_STATE_FILE)."""
+    import os
+
+    from devstack.run import apply_dev_stack_state
+
+    if ctx.invoked_subcommand != "dev":
+        apply_dev_stack_state(os.environ)
+
+
 ops.register(app)
 config.register(app)
 accounts.register(app)

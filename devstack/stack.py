@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,8 +182,11 @@ class Stack:
         log_to_console: bool = False,
         external_beanstalkd: bool = False,
         function_env: Mapping[str, Mapping[str, str]] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.ports = ports
+        # Told each step while starting (`make dev` shows them; tests pass nothing).
+        self.progress = progress or (lambda _step: None)
         self.function_env = FUNCTION_ENV if function_env is None else function_env
         self.workdir = workdir
         self.with_sandbox = with_sandbox
@@ -252,14 +255,27 @@ class Stack:
         else:
             self._spawn(name, proc.argv, proc.extra_env)
 
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of a process's log: what a failed start or a crash said last."""
+        proc = self.processes.get(name)
+        if proc is None or proc.log_path is None or not proc.log_path.exists():
+            return ""
+        with proc.log_path.open("rb") as f:
+            f.seek(max(0, proc.log_path.stat().st_size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
     def start(self) -> None:
         if self.with_sandbox:
+            self.progress("the amoCRM and Unisender emulators")
             self._spawn("sandbox-amocrm", sandbox_command("amocrm", self.ports.amocrm))
             self._spawn("sandbox-unisender", sandbox_command("unisender", self.ports.unisender))
+        self.progress("beanstalkd")
         if self.external_beanstalkd:
             wait_tcp(self.ports.beanstalk)
         else:
             self.start_beanstalkd()
+        self.progress("migrations")
         migrate = subprocess.run(
             venv_bin(MIGRATE_COMMAND),
             cwd=ROOT,
@@ -270,17 +286,22 @@ class Stack:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"migrate failed: {migrate.stdout}\n{migrate.stderr}")
+        self.progress(f"functions: {', '.join(self.ports.functions)}")
         for name, port in self.ports.functions.items():
             self._spawn(
                 f"function-{name}", function_command(name, port), self.function_env.get(name)
             )
+        if self.workers:
+            self.progress(f"consumers: {', '.join(self.workers)}")
         for worker_type in self.workers:
             self._spawn(f"worker-{worker_type}", worker_command(worker_type))
         if self.with_scheduler:
             self._spawn("scheduler", SCHEDULER_COMMAND)
         nginx_prefix = self.workdir / "nginx"
         conf = write_gateway_config(nginx_prefix, self.ports)
+        self.progress(f"the gateway on :{self.ports.gateway}")
         self._spawn("gateway", ["nginx", "-p", str(nginx_prefix), "-c", str(conf)])
+        self.progress("waiting until every function and emulator answers its health check")
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -295,7 +316,10 @@ class Stack:
         while pending:
             for proc in self.processes.values():
                 if proc.popen is not None and proc.popen.poll() is not None:
-                    raise RuntimeError(f"{proc.name} exited early; see {proc.log_path}")
+                    raise RuntimeError(
+                        f"{proc.name} exited early ({proc.popen.returncode}); the last lines of "
+                        f"{proc.log_path}:\n{self.log_tail(proc.name)}"
+                    )
             url = pending[0]
             try:
                 if requests.get(url, timeout=2).status_code == 200:
