@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.failures import fail as _fail
-from cli.failures import infrastructure_line
+from cli.exits import fail as _fail
+from cli.exits import infrastructure_line
 from shared.logs import configure_logging
 from shared.settings import get_settings
 

@@ -82,7 +82,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Unisender.")] = 60,
 ) -> None:
     """Sandbox mode only: install a sandbox account, connect Unisender, add contacts, watch."""
-    from cli.failures import fail
+    from cli.exits import fail
     from cli.ops import load_settings
 
     settings = load_settings()
@@ -119,7 +119,7 @@ def _run(
     count: int,
     timeout: float,
 ) -> None:
-    from cli.failures import fail
+    from cli.exits import fail
 
     _step(0, f"checking that `make dev` runs: {gateway}, {amocrm}, {unisender}")
     down = [

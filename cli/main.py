@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cli import accounts, config, demo, ops, security, sync, widget
+from cli import accounts, capacity, config, demo, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -37,11 +37,12 @@ sync.register(app)
 widget.register(app)
 security.register(app)
 demo.register(app)
+capacity.register(app)
 
 
 def main() -> None:
     """The console script: infrastructure failures become one line and exit code 1."""
-    from cli.failures import describe_infrastructure_failure
+    from cli.exits import describe_infrastructure_failure
 
     try:
         app()

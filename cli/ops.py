@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.failures import fail, infrastructure_line
+from cli.exits import fail, infrastructure_line
 from shared.jobs import JOB_TYPES
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.failures import fail as _fail
-from cli.failures import infrastructure_line
+from cli.exits import fail as _fail
+from cli.exits import infrastructure_line
 from shared.logs import configure_logging
 from shared.settings import get_settings
 

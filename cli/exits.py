@@ -1,4 +1,4 @@
-"""Infrastructure failures as an operator reads them: one line saying what is down and where."""
+"""How commands end: one `fail()` line, and infrastructure failures as an operator reads them."""
 
 from __future__ import annotations
 
