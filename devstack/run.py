@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 
 from devstack.stack import FUNCTIONS, Ports, Stack
-from shared.db import mysql_problem
+from shared.db import mysql_problem, server_connection
 from shared.settings import REQUIRED_SECRETS, Settings
 
 # Written next to `.env` while `amosync dev` runs: what it changed for its processes (the
@@ -80,18 +80,14 @@ def generate_sandbox_secrets(settings: Settings, dotenv_path: Path) -> list[str]
 def reset_dev_database(settings: Settings) -> None:
     """Drop the dev database: the emulators start empty, and accounts, keys and list ids stored
     against their previous run would point at nothing ("List not found", reused ids)."""
-    import pymysql
-
-    conn = pymysql.connect(
-        host=settings.mysql_host,
-        port=settings.mysql_port,
-        user=settings.mysql_user,
-        password=settings.mysql_password.get_secret_value(),
-        connect_timeout=settings.mysql_connect_timeout,
-    )
+    name = settings.mysql_database
+    # An identifier cannot be a parameter: accept only the alphabet `amosync migrate` accepts.
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"refusing unusual database name {name!r}")
+    conn = server_connection(settings)
     try:
         with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{settings.mysql_database}`")
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         conn.close()
 

@@ -267,16 +267,21 @@ def describe_mysql_error(exc: BaseException, settings: Settings) -> str:
     return f"{where} failed: {detail}"
 
 
+def server_connection(settings: Settings) -> Connection[Any]:
+    """A connection to the MySQL server itself, no database selected (create, drop, probe)."""
+    return pymysql.connect(
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.mysql_user,
+        password=settings.mysql_password.get_secret_value(),
+        connect_timeout=settings.mysql_connect_timeout,
+    )
+
+
 def mysql_problem(settings: Settings) -> str | None:
     """None when MySQL accepts the configured user; otherwise describe_mysql_error's line."""
     try:
-        pymysql.connect(
-            host=settings.mysql_host,
-            port=settings.mysql_port,
-            user=settings.mysql_user,
-            password=settings.mysql_password.get_secret_value(),
-            connect_timeout=settings.mysql_connect_timeout,
-        ).close()
+        server_connection(settings).close()
     except pymysql.err.MySQLError as exc:
         return describe_mysql_error(exc, settings)
     return None

@@ -146,11 +146,19 @@ def _wait_up(proc: subprocess.Popen[str], log: Path, timeout: float = 150) -> No
     pytest.fail(f"amosync dev not up in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> None:
-    dotenv = dev_dir.dotenv
-    log = dev_dir.cwd / "dev.log"
+def _kill_leftovers(proc: subprocess.Popen[str], marker: str) -> None:
+    """After a test: the stack's process group, and anything else started with its `.env`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    for pid in _processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _start_dev(dev_dir: DevDir, log: Path) -> subprocess.Popen[str]:
     with log.open("w") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [AMOSYNC, "dev"],
             cwd=dev_dir.cwd,
             env=dev_dir.env,
@@ -159,6 +167,12 @@ def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> No
             text=True,
             start_new_session=True,
         )
+
+
+def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> None:
+    dotenv = dev_dir.dotenv
+    log = dev_dir.cwd / "dev.log"
+    proc = _start_dev(dev_dir, log)
     marker = dotenv["AMOSYNC_DEVSTACK_MARKER"]
     try:
         _wait_up(proc, log)
@@ -202,25 +216,7 @@ def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> No
         ]
         assert not [p for p in ports if _listening(p)]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        for pid in _processes_with(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _start_dev(dev_dir: DevDir, log: Path) -> subprocess.Popen[str]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [AMOSYNC, "dev"],
-            cwd=dev_dir.cwd,
-            env=dev_dir.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        _kill_leftovers(proc, marker)
 
 
 def _amosync(dev_dir: DevDir, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -308,9 +304,4 @@ def test_operator_first_hour_port_change_restarts_and_crashes(dev_dir: DevDir) -
         assert "Cannot decrypt" not in logs and "List not found" not in logs
         _stop_dev(proc, log2)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        for pid in _processes_with(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_leftovers(proc, marker)
