@@ -64,12 +64,22 @@ def sync(
     if not as_json:
         console.print(f"{verb} sync run #{started.run_id} of {account.name} ({account.id})")
     run = get_sync_run(db, started.run_id)
-    if wait and not as_json:
-        run = _follow(started.run_id, poll)
-    elif wait:
-        while run is not None and run["status"] in ("queued", "running"):
-            time.sleep(poll)
-            run = get_sync_run(db, started.run_id)
+    try:
+        if wait and not as_json:
+            run = _follow(started.run_id, poll)
+        elif wait:
+            while run is not None and run["status"] in ("queued", "running"):
+                time.sleep(poll)
+                run = get_sync_run(db, started.run_id)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the watching, not the run: the consumer owns it.
+        err.print(
+            f"stopped following run #{started.run_id}; it goes on in the background "
+            f"(`amosync sync {name}` follows it again)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     if run is None:
         _fail(f"run #{started.run_id} disappeared")
         return
