@@ -58,6 +58,11 @@ def test_the_cli_takes_a_running_dev_stacks_settings(tmp_path: Path) -> None:
         [sys.executable, "-c", "import time; time.sleep(60)", "amosync", "dev"]
     )
     try:
+        # Until exec, /proc shows the forked pytest's command line: wait for the stand-in's own.
+        deadline = time.monotonic() + 20
+        while b"amosync" not in Path(f"/proc/{stand_in.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         (tmp_path / DEV_STATE_FILE).write_text(json.dumps({"pid": stand_in.pid, "env": state}))
         environ = {"BEANSTALK_PORT": "11300"}  # set by the operator: wins
         assert apply_dev_stack_state(environ, tmp_path) == {
