@@ -164,7 +164,7 @@ def run_dev_stack(*, with_sandbox: bool) -> int:
     }
     if with_sandbox:
         overrides["AMOCRM_API_URL"] = settings.amocrm_api_url or f"http://127.0.0.1:{ports.amocrm}"
-        overrides["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/ru/api"
+        overrides["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/en/api"
         overrides["AMOCRM_AUTH_URL"] = f"http://127.0.0.1:{ports.amocrm}/oauth"
         # The emulator reads os.environ only, not Settings: give it the effective (possibly
         # derived) URLs, or it would redirect the consent page to its own default, :8080.

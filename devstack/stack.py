@@ -113,7 +113,7 @@ def sandbox_env(ports: Ports, *, mysql: Mapping[str, object], database: str) -> 
         "AMOCRM_REDIRECT_URI": f"{gateway}/auth",
         "AMOCRM_AUTH_URL": f"http://127.0.0.1:{ports.amocrm}/oauth",
         "AMOCRM_API_URL": f"http://127.0.0.1:{ports.amocrm}",
-        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/ru/api",
+        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/en/api",
         "PUBLIC_URL": gateway,
         "ENCRYPTION_KEY": generate_key(),
         "ADMIN_TOKEN": secrets.token_urlsafe(24),
