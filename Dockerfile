@@ -12,6 +12,8 @@ COPY shared ./shared
 COPY sandbox ./sandbox
 COPY scheduler ./scheduler
 COPY cli ./cli
+COPY devstack ./devstack
+COPY testing ./testing
 RUN pip install .
 
 COPY functions ./functions
@@ -25,5 +27,5 @@ ENV FUNCTION_TARGET=${FUNCTION} FUNCTION_SOURCE=functions/${FUNCTION}/main.py PO
 RUN useradd --system --uid 10001 --create-home amosync
 USER amosync
 
-# The same command `amosync dev` runs for each function (cli/devstack.py: function_command).
+# The same command `amosync dev` runs for each function (devstack/stack.py: function_command).
 CMD ["sh", "-c", "exec functions-framework --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install fmt lint typecheck test test-unit test-integration test-e2e test-reliability dev up up-prod down migrate bench widget check-compose demo
+.PHONY: install fmt lint typecheck test test-unit test-integration test-e2e test-reliability dev up up-prod down migrate bench widget check-compose demo modules
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,7 @@ lint:  ## Lint (ruff) without changing files
 	$(BIN)/ruff format --check .
 
 typecheck:  ## mypy: strict on shared/, default rules elsewhere; each function on its own
-	$(BIN)/mypy shared cli scheduler sandbox
+	$(BIN)/mypy shared cli scheduler sandbox devstack testing
 	@# Every function is a module named `main` (functions-framework's layout): one run each.
 	@rc=0; for f in functions/*/main.py; do echo "mypy $$f"; $(BIN)/mypy $$f || rc=1; done; exit $$rc
 
@@ -56,6 +56,9 @@ demo:  ## Against a running `make dev` (SANDBOX_MODE=true): install, connect, sy
 
 migrate:
 	$(BIN)/amosync migrate
+
+modules:  ## Regenerate docs/modules.md (every module, one line each; a test keeps it current)
+	$(BIN)/python -m devstack.module_map
 
 SANDBOX_COMPOSE := docker compose -f docker-compose.yml -f docker-compose.sandbox.yml --profile sandbox
 

@@ -120,7 +120,7 @@ def measure(
     bs: BenchStack, connected: Any, contacts: int, rps: float, profile: Path | None = None
 ) -> SyncFigures:
     """Seed, restart the consumer, run one full sync, and read every counter the stack has."""
-    from tests.e2e.flows_widget import unisender_state
+    from testing.widget import unisender_state
 
     account_id, api_key = connected.account_id, connected.api_key
     name = requests.get(

@@ -23,7 +23,7 @@ from typing import Any
 
 import pymysql
 
-from cli.devstack import (
+from devstack.stack import (
     FUNCTION_ENV,
     ROOT,
     Ports,
@@ -32,7 +32,7 @@ from cli.devstack import (
     function_command,
     sandbox_env,
 )
-from cli.devstack import write_gateway_config as render_gateway
+from devstack.stack import write_gateway_config as render_gateway
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
@@ -178,7 +178,7 @@ class BenchStack:
     @contextmanager
     def settings_env(self) -> Iterator[None]:
         """This process talks to the stack's MySQL and beanstalkd through `shared` too."""
-        from tests.conftest import reset_caches
+        from testing.caches import reset_caches
 
         saved = dict(os.environ)
         os.environ.update(self.env)
@@ -220,10 +220,10 @@ def connect_account(bs: BenchStack, *, subdomain: str | None = None) -> Any:
     """An amoCRM sandbox account installed through /auth with Unisender connected (/widget).
 
     The same flows the end-to-end tests use, so a benchmark measures what a user would set up.
-    Returns tests.e2e.flows_widget.ConnectedAccount.
+    Returns testing.widget.ConnectedAccount.
     """
-    from tests.e2e.flows_accounts import install_account
-    from tests.e2e.flows_widget import connect_unisender
+    from testing.accounts import install_account
+    from testing.widget import connect_unisender
 
     with bs.settings_env():
         installed = install_account(bs.stack, bs.stack.env, subdomain=subdomain)

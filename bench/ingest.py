@@ -31,7 +31,7 @@ from bench.harness import (
     run_wrk,
     table,
 )
-from cli.devstack import FUNCTION_ENV
+from devstack.stack import FUNCTION_ENV
 
 FORM = "application/x-www-form-urlencoded"
 TARGET_RATIO = 0.8
@@ -322,7 +322,7 @@ def render(points: list[Point], gunicorn: dict[str, str], failures: list[str]) -
     return (
         f"Load: wrk, keep-alive connections, one fixed body per point, "
         f"{points[0].trivial.seconds:.0f} s per point; gunicorn WORKERS={gunicorn['WORKERS']} "
-        f"THREADS={gunicorn['THREADS']} for both targets (`cli/devstack.py::FUNCTION_ENV`, "
+        f"THREADS={gunicorn['THREADS']} for both targets (`devstack/stack.py::FUNCTION_ENV`, "
         f"the same as docker-compose.yml); nginx keepalive 64 to the webhook upstream.\n\n"
         f"{text}\n\n{verdict}\n"
     )

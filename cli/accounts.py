@@ -9,27 +9,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.exits import fail as _fail
+from cli.exits import infrastructure_line
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
 console = Console()
-err = Console(stderr=True)
 
 accounts_app = typer.Typer(help="Installed amoCRM accounts.", no_args_is_help=True)
 
-# Exit codes scripts can rely on (typer itself uses 2 for usage errors).
+# One failure code for every command (typer itself uses 2 for usage errors): 0 ok, 1 failed.
 EXIT_FAILED = 1
-EXIT_NOT_FOUND = 3
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(accounts_app, name="accounts")
     app.command("update-tokens")(update_tokens)
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 @accounts_app.command("list")
@@ -43,7 +38,7 @@ def accounts_list(
     try:
         rows = [o.as_dict() for o in list_account_overviews(get_database())]
     except DatabaseUnavailable as exc:
-        _fail(str(exc))
+        _fail(infrastructure_line(exc))
         return
     if as_json:
         print(json.dumps(rows))
@@ -83,13 +78,13 @@ def accounts_refresh(
     try:
         account = get_account_by_name(get_database(), name)
         if account is None:
-            _fail(f"no account named {name!r}", EXIT_NOT_FOUND)
+            _fail(f"no account named {name!r} (amosync accounts list shows them)")
             return
         if not account.is_active:
             _fail(f"account {name!r} is {account.status}; re-authorize it via /auth?name={name}")
         job_id = get_queue().put(RefreshTokenJob(account_id=account.id, reason="manual"))
     except (DatabaseUnavailable, QueueUnavailable) as exc:
-        _fail(str(exc))
+        _fail(infrastructure_line(exc))
         return
     console.print(f"queued refresh of {name} (account {account.id}) as job {job_id}")
 
@@ -111,6 +106,6 @@ def update_tokens(
     try:
         count = enqueue_expiring_refreshes(hours)
     except (DatabaseUnavailable, QueueUnavailable) as exc:
-        _fail(str(exc))
+        _fail(infrastructure_line(exc))
         return
     console.print(f"queued {count} token refresh job(s) (expiring within {hours}h)")

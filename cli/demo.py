@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sandbox import flows
+from devstack import flows
 from shared.settings import Settings
 
 console = Console(soft_wrap=True, highlight=False)
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _default_urls(settings: Settings) -> tuple[str, str, str]:
-    from cli.devstack import dev_ports, dotenv_environment
+    from devstack.run import dev_ports, dotenv_environment
 
     ports = dev_ports(
         dotenv_environment(), gateway=settings.gateway_port, beanstalk=settings.beanstalk_port
@@ -82,7 +82,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Unisender.")] = 60,
 ) -> None:
     """Sandbox mode only: install a sandbox account, connect Unisender, add contacts, watch."""
-    from cli.ops import fail, load_settings
+    from cli.exits import fail
+    from cli.ops import load_settings
 
     settings = load_settings()
     if not settings.sandbox_mode:
@@ -103,7 +104,7 @@ def demo(
 
 def sandbox_keys() -> list[str]:
     """SANDBOX_UNISENDER_KEYS as `make dev` hands it to the emulator (.env, then environment)."""
-    from cli.devstack import dotenv_environment
+    from devstack.run import dotenv_environment
 
     return dotenv_environment().get("SANDBOX_UNISENDER_KEYS", "").split(",")
 
@@ -118,7 +119,7 @@ def _run(
     count: int,
     timeout: float,
 ) -> None:
-    from cli.ops import fail
+    from cli.exits import fail
 
     _step(0, f"checking that `make dev` runs: {gateway}, {amocrm}, {unisender}")
     down = [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from cli.exits import fail, infrastructure_line
 from shared.jobs import JOB_TYPES
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
@@ -26,12 +26,6 @@ worker_app = typer.Typer(help="Run a queue-triggered consumer.", no_args_is_help
 queue_app = typer.Typer(help="Beanstalk tubes: depths, buried jobs, replay.", no_args_is_help=True)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    # One line however long (soft_wrap), and the message is text, never rich markup.
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
     app.command("gen-key")(gen_key)
@@ -39,40 +33,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(worker_app, name="worker")
     app.add_typer(workers_app, name="workers")
     app.add_typer(queue_app, name="queue")
-
-
-def describe_mysql_error(exc: Exception, settings: Settings) -> str:
-    """One line saying why MySQL would not serve us and what to change."""
-    where = f"MySQL at {settings.mysql_host}:{settings.mysql_port}"
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    if code in (2002, 2003, 2005, 2006, 2013):
-        return (
-            f"{where} is unreachable ({detail}); start MySQL/MariaDB or set MYSQL_HOST/MYSQL_PORT"
-        )
-    if code in (1044, 1045, 1698):
-        return (
-            f"{where} refused user {settings.mysql_user!r} ({detail}); set MYSQL_USER and "
-            "MYSQL_PASSWORD (in .env) to a user that may create databases"
-        )
-    return f"{where} failed: {detail}"
-
-
-def mysql_problem(settings: Settings) -> str | None:
-    """None when MySQL accepts the configured user; otherwise describe_mysql_error's line."""
-    import pymysql
-
-    try:
-        pymysql.connect(
-            host=settings.mysql_host,
-            port=settings.mysql_port,
-            user=settings.mysql_user,
-            password=settings.mysql_password.get_secret_value(),
-            connect_timeout=settings.mysql_connect_timeout,
-        ).close()
-    except pymysql.err.MySQLError as exc:
-        return describe_mysql_error(exc, settings)
-    return None
 
 
 def load_settings() -> Settings:
@@ -89,6 +49,7 @@ def migrate() -> None:
     """Create the database if needed and apply every pending migration."""
     import pymysql
 
+    from shared.db import describe_mysql_error
     from shared.migrate import apply_migrations
 
     settings = load_settings()
@@ -113,7 +74,7 @@ def dev(
     ] = True,
 ) -> None:
     """Run the whole stack without Docker: the processes the containers run. Ctrl-C stops all."""
-    from cli.devstack import run_dev_stack
+    from devstack.run import run_dev_stack
 
     raise typer.Exit(run_dev_stack(with_sandbox=sandbox))
 
@@ -214,7 +175,7 @@ def queue_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     try:
         stats = {tube: get_queue().tube_stats(tube) for tube in JOB_TYPES}
     except QueueUnavailable as exc:
-        fail(str(exc))
+        fail(infrastructure_line(exc))
         return
     keys = [
         "current-jobs-ready",

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.exits import fail as _fail
+from cli.exits import infrastructure_line
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
@@ -22,11 +24,6 @@ def register(app: typer.Typer) -> None:
     app.command("sync")(sync)
     app.command("contacts")(contacts)
     app.command("status")(status)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 def _account(name: str) -> Any:
@@ -61,18 +58,28 @@ def sync(
             db, account.id, kind="incremental" if incremental else "full", requested_by="cli"
         )
     except QueueUnavailable as exc:
-        _fail(str(exc))
+        _fail(infrastructure_line(exc))
         return
     verb = "started" if started.created else "joined the active"
     if not as_json:
         console.print(f"{verb} sync run #{started.run_id} of {account.name} ({account.id})")
     run = get_sync_run(db, started.run_id)
-    if wait and not as_json:
-        run = _follow(started.run_id, poll)
-    elif wait:
-        while run is not None and run["status"] in ("queued", "running"):
-            time.sleep(poll)
-            run = get_sync_run(db, started.run_id)
+    try:
+        if wait and not as_json:
+            run = _follow(started.run_id, poll)
+        elif wait:
+            while run is not None and run["status"] in ("queued", "running"):
+                time.sleep(poll)
+                run = get_sync_run(db, started.run_id)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the watching, not the run: the consumer owns it.
+        err.print(
+            f"stopped following run #{started.run_id}; it goes on in the background "
+            f"(`amosync sync {name}` follows it again)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     if run is None:
         _fail(f"run #{started.run_id} disappeared")
         return

@@ -108,9 +108,13 @@ def build(
     public_url: Annotated[
         str, typer.Option("--public-url", help="Where amosync is reachable (PUBLIC_URL).")
     ],
-    out: Annotated[Path, typer.Option("--out", help="The zip to write.")] = Path("widget.zip"),
+    out: Annotated[
+        Path, typer.Option("--out", help="The zip to write (its folder is created).")
+    ] = Path("build/widget.zip"),
 ) -> None:
     """Build the amoCRM widget zip that calls PUBLIC_URL/widget (upload it in amoCRM)."""
+    # build/ is git-ignored: a build never leaves an artefact to commit by mistake.
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         names = build_zip(public_url, out)
     except (ValueError, FileNotFoundError) as exc:

@@ -248,3 +248,40 @@ class Database:
 def get_database() -> Database:
     """The process-wide database handle built from settings."""
     return Database.from_settings(get_settings())
+
+
+def describe_mysql_error(exc: BaseException, settings: Settings) -> str:
+    """One line saying why MySQL would not serve us and what to change (for operators, CLI)."""
+    where = f"MySQL at {settings.mysql_host}:{settings.mysql_port}"
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    if code in (2002, 2003, 2005, 2006, 2013):
+        return (
+            f"{where} is unreachable ({detail}); start MySQL/MariaDB or set MYSQL_HOST/MYSQL_PORT"
+        )
+    if code in (1044, 1045, 1698):
+        return (
+            f"{where} refused user {settings.mysql_user!r} ({detail}); set MYSQL_USER and "
+            "MYSQL_PASSWORD (in .env) to a user that may create databases"
+        )
+    return f"{where} failed: {detail}"
+
+
+def server_connection(settings: Settings) -> Connection[Any]:
+    """A connection to the MySQL server itself, no database selected (create, drop, probe)."""
+    return pymysql.connect(
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.mysql_user,
+        password=settings.mysql_password.get_secret_value(),
+        connect_timeout=settings.mysql_connect_timeout,
+    )
+
+
+def mysql_problem(settings: Settings) -> str | None:
+    """None when MySQL accepts the configured user; otherwise describe_mysql_error's line."""
+    try:
+        server_connection(settings).close()
+    except pymysql.err.MySQLError as exc:
+        return describe_mysql_error(exc, settings)
+    return None

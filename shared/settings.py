@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -11,6 +12,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values shipped in `.env.example`; running with them outside sandbox mode would mean running
 # with secrets everybody knows.
 PLACEHOLDER_PREFIX = "change-me"
+
+# Secrets amosync cannot run without outside sandbox mode (MYSQL_PASSWORD may be empty: a local
+# MySQL user without a password is a legitimate choice).
+REQUIRED_SECRETS = ("amocrm_client_id", "amocrm_client_secret", "encryption_key", "admin_token")
+
+
+def public_url_for(gateway_port: int | str) -> str:
+    """PUBLIC_URL when it is not set: the gateway on this machine."""
+    return f"http://localhost:{gateway_port}"
 
 
 class Settings(BaseSettings):
@@ -34,6 +44,7 @@ class Settings(BaseSettings):
 
     amocrm_client_id: str = ""
     amocrm_client_secret: SecretStr = SecretStr("")
+    # Empty: derived, <PUBLIC_URL>/auth (so changing GATEWAY_PORT or PUBLIC_URL moves it too).
     amocrm_redirect_uri: str = ""
     amocrm_auth_url: str = "https://www.amocrm.ru/oauth"
     # When set, every account-API and token call goes here instead of https://{account host}.
@@ -66,7 +77,8 @@ class Settings(BaseSettings):
     unisender_api_url: str = "https://api.unisender.com/en/api"
     unisender_list_title: str = "amoCRM {account_name}"
 
-    public_url: str = "http://127.0.0.1:8080"
+    # Empty: derived from GATEWAY_PORT, http://localhost:<GATEWAY_PORT>.
+    public_url: str = ""
     encryption_key: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     # Wrong admin credentials allowed per client IP per window before it gets 429 (guessing).
@@ -108,10 +120,29 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_urls(cls, data: Any) -> Any:
+        """PUBLIC_URL and AMOCRM_REDIRECT_URI follow GATEWAY_PORT unless set: they never drift."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not str(data.get("public_url") or "").strip():
+            data["public_url"] = public_url_for(data.get("gateway_port") or 8080)
+        if not str(data.get("amocrm_redirect_uri") or "").strip():
+            data["amocrm_redirect_uri"] = str(data["public_url"]).rstrip("/") + "/auth"
+        return data
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         if self.sandbox_mode:
             return self
+        missing = [name.upper() for name in REQUIRED_SECRETS if not self.secret_value(name)]
+        if missing:
+            raise ValueError(
+                f"missing or empty: {', '.join(missing)}; set them in .env or the environment "
+                "(or SANDBOX_MODE=true for a local sandbox run)"
+            )
         for name in ("amocrm_client_secret", "encryption_key", "admin_token", "mysql_password"):
             value: SecretStr = getattr(self, name)
             if value.get_secret_value().startswith(PLACEHOLDER_PREFIX):
@@ -120,6 +151,11 @@ class Settings(BaseSettings):
                     "set a real secret (or SANDBOX_MODE=true for a local sandbox run)"
                 )
         return self
+
+    def secret_value(self, name: str) -> str:
+        """A setting's value as text, secret or not (for presence checks, never for printing)."""
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
 
     @property
     def allowed_domains(self) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ from typing import Any
 import pymysql
 import pytest
 
-from cli.devstack import Ports, Stack, beanstalkd_command, sandbox_env, wait_tcp
+from devstack.stack import Ports, Stack, beanstalkd_command, sandbox_env, wait_tcp
+from testing.caches import reset_caches
 
 MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
@@ -30,17 +31,6 @@ MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
 
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def reset_caches() -> None:
-    """Forget every cached settings-derived object so the next call reads the environment."""
-    from shared.crypto import get_secret_box
-    from shared.db import get_database
-    from shared.jobqueue import get_queue
-    from shared.settings import get_settings
-
-    for cached in (get_settings, get_database, get_queue, get_secret_box):
-        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

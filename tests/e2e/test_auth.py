@@ -9,12 +9,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from cli.devstack import Stack
+from devstack.stack import Stack
 from shared.crypto import get_secret_box
 from shared.db import get_database
 from shared.oauth_flow import disable_signature
-from tests.conftest import ForeignHost
-from tests.e2e.flows_accounts import (
+from testing.accounts import (
     amo_control,
     approve,
     create_sandbox_account,
@@ -22,6 +21,7 @@ from tests.e2e.flows_accounts import (
     start_auth,
     stored_account,
 )
+from tests.conftest import ForeignHost
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator, Mapping
 import pytest
 import requests
 
-from cli.devstack import Stack
-from tests.conftest import reset_caches
-from tests.e2e.flows_sync import (
+from devstack.stack import Stack
+from testing.caches import reset_caches
+from testing.sync import (
     SyncAccount,
     admin,
     amo_control,
@@ -18,7 +18,7 @@ from tests.e2e.flows_sync import (
     start_sync,
     wait_run,
 )
-from tests.e2e.flows_widget import mint_widget_token
+from testing.widget import mint_widget_token
 
 pytestmark = pytest.mark.e2e
 

@@ -8,10 +8,10 @@ import secrets
 import pytest
 from typer.testing import CliRunner
 
-from cli.devstack import Stack
 from cli.main import app
-from tests.e2e.flows_accounts import stored_account
-from tests.e2e.flows_widget import list_members
+from devstack.stack import Stack
+from testing.accounts import stored_account
+from testing.widget import list_members
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_demo_installs_connects_and_syncs(stack: Stack, isolated_env: dict[str, 
 def test_demo_refuses_outside_sandbox_mode(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, isolated_env: dict[str, str]
 ) -> None:
-    from tests.conftest import reset_caches
+    from testing.caches import reset_caches
 
     monkeypatch.setenv("SANDBOX_MODE", "false")
     reset_caches()
@@ -59,7 +59,7 @@ def test_demo_refuses_outside_sandbox_mode(
 
 
 def test_demo_says_when_the_stack_is_not_running(isolated_env: dict[str, str]) -> None:
-    from cli.devstack import free_port
+    from devstack.stack import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(

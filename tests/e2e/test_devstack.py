@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -20,7 +22,7 @@ import pymysql
 import pytest
 import requests
 
-from cli.devstack import FUNCTIONS, free_port
+from devstack.stack import FUNCTIONS, free_port
 from shared.crypto import generate_key
 from shared.settings import Settings
 from tests.conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER
@@ -144,11 +146,19 @@ def _wait_up(proc: subprocess.Popen[str], log: Path, timeout: float = 150) -> No
     pytest.fail(f"amosync dev not up in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> None:
-    dotenv = dev_dir.dotenv
-    log = dev_dir.cwd / "dev.log"
+def _kill_leftovers(proc: subprocess.Popen[str], marker: str) -> None:
+    """After a test: the stack's process group, and anything else started with its `.env`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    for pid in _processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _start_dev(dev_dir: DevDir, log: Path) -> subprocess.Popen[str]:
     with log.open("w") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [AMOSYNC, "dev"],
             cwd=dev_dir.cwd,
             env=dev_dir.env,
@@ -157,6 +167,12 @@ def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> No
             text=True,
             start_new_session=True,
         )
+
+
+def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> None:
+    dotenv = dev_dir.dotenv
+    log = dev_dir.cwd / "dev.log"
+    proc = _start_dev(dev_dir, log)
     marker = dotenv["AMOSYNC_DEVSTACK_MARKER"]
     try:
         _wait_up(proc, log)
@@ -200,9 +216,92 @@ def test_dev_runs_from_dotenv_and_ctrl_c_stops_everything(dev_dir: DevDir) -> No
         ]
         assert not [p for p in ports if _listening(p)]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        for pid in _processes_with(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_leftovers(proc, marker)
+
+
+def _amosync(dev_dir: DevDir, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AMOSYNC, *args],
+        cwd=dev_dir.cwd,
+        env=dev_dir.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _pid_of(marker: str, argv_part: bytes) -> int | None:
+    for pid in _processes_with(marker):
+        with contextlib.suppress(OSError):
+            if argv_part in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+def _stop_dev(proc: subprocess.Popen[str], log: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(90) == 0, log.read_text()[-3000:]
+
+
+def test_operator_first_hour_port_change_restarts_and_crashes(dev_dir: DevDir) -> None:
+    """Issue 17: another GATEWAY_PORT and nothing else; the CLI finds the emulators; a killed
+    consumer comes back; a restarted stack runs the demo again without stale state."""
+    # No PUBLIC_URL / AMOCRM_REDIRECT_URI: both derive from GATEWAY_PORT (the environment's).
+    dotenv = {
+        k: v
+        for k, v in dev_dir.dotenv.items()
+        if k not in ("PUBLIC_URL", "AMOCRM_REDIRECT_URI", "ADMIN_TOKEN")
+    }
+    (dev_dir.cwd / ".env").write_text("".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    marker = dotenv["AMOSYNC_DEVSTACK_MARKER"]
+    log = dev_dir.cwd / "dev.log"
+    proc = _start_dev(dev_dir, log)
+    try:
+        _wait_up(proc, log)
+        text = log.read_text()
+        # An empty secret in sandbox mode is generated into .env, and said so.
+        assert "generated ADMIN_TOKEN into" in text
+        assert re.search(r"^ADMIN_TOKEN=\S{20,}$", (dev_dir.cwd / ".env").read_text(), re.M)
+        assert "starting functions: auth, widget" in text  # progress while starting
+
+        # The CLI, started next to the stack, uses the stack's emulators, not amocrm.ru.
+        config = _amosync(dev_dir, "config", "--json")
+        settings = json.loads(config.stdout)["settings"]
+        amocrm = f"http://127.0.0.1:{dotenv['SANDBOX_AMOCRM_PORT']}"
+        assert settings["AMOCRM_API_URL"]["value"] == amocrm, config.stdout
+        assert settings["PUBLIC_URL"]["value"] == f"http://localhost:{dev_dir.gateway_port}"
+
+        first = _amosync(dev_dir, "demo", "--contacts", "2")
+        assert first.returncode == 0, first.stdout + first.stderr
+
+        # kill -9 of a consumer: restarted with backoff, the stack keeps running.
+        victim = _pid_of(marker, b"contact-events")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "worker-contact-events restarted" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "worker-contact-events exited (-9); restarting it in 1s" in log.read_text()
+        reborn = _pid_of(marker, b"contact-events")
+        assert reborn is not None and reborn != victim
+
+        _stop_dev(proc, log)
+        assert not (dev_dir.cwd / ".amosync-dev.json").exists()
+
+        # Restarted: the emulators are empty again, and so is the database (said so); the demo
+        # runs again and nothing stale is touched.
+        log2 = dev_dir.cwd / "dev2.log"
+        proc = _start_dev(dev_dir, log2)
+        _wait_up(proc, log2)
+        assert "reset: the emulators start empty" in log2.read_text()
+        second = _amosync(dev_dir, "demo", "--contacts", "2")
+        assert second.returncode == 0, second.stdout + second.stderr
+        workdir = Path(re.findall(r"logs in (\S+?)\)", log2.read_text())[-1])
+        logs = "".join(p.read_text(errors="replace") for p in workdir.glob("*.log"))
+        assert "Cannot decrypt" not in logs and "List not found" not in logs
+        _stop_dev(proc, log2)
+    finally:
+        _kill_leftovers(proc, marker)

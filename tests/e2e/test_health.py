@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from cli.devstack import FUNCTIONS, Stack
+from devstack.stack import FUNCTIONS, Stack
 
 pytestmark = pytest.mark.e2e
 

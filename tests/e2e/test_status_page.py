@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from cli.devstack import Stack
-from tests.e2e.flows_sync import install_connected_account, seed_contacts, start_sync, wait_run
+from devstack.stack import Stack
+from testing.sync import install_connected_account, seed_contacts, start_sync, wait_run
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli.devstack import Stack
-from tests.e2e.flows_sync import (
+from devstack.stack import Stack
+from testing.sync import (
     admin,
     amo_control,
     amo_requests,
@@ -29,7 +29,7 @@ from tests.e2e.flows_sync import (
     start_sync,
     wait_run,
 )
-from tests.e2e.flows_widget import mint_widget_token, wait_for
+from testing.widget import mint_widget_token, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -156,7 +156,7 @@ def test_consumer_killed_mid_sync_resumes_from_checkpoint(
     """Our own consumer processes on a private tube, the amoCRM sandbox slowed down, kill -9."""
     from shared.db import get_database
     from shared.sync_runs import get_sync_run, request_sync
-    from tests.conftest import reset_caches
+    from testing.caches import reset_caches
 
     env = isolated_env
     account = install_connected_account(stack, env)

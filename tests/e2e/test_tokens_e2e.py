@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli.devstack import ROOT, SCHEDULER_COMMAND, Stack, venv_bin
+from devstack.stack import ROOT, SCHEDULER_COMMAND, Stack, venv_bin
 from shared.db import get_database
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from tests.e2e.flows_accounts import InstalledAccount, amo_control, install_account, stored_account
-from tests.e2e.flows_widget import wait_for
+from testing.accounts import InstalledAccount, amo_control, install_account, stored_account
+from testing.widget import wait_for
 
 pytestmark = pytest.mark.e2e
 

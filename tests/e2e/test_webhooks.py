@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 import requests
 
-from cli.devstack import Stack
-from tests.conftest import Beanstalkd, reset_caches
-from tests.e2e.flows_accounts import amo_control
-from tests.e2e.flows_widget import (
+from devstack.stack import Stack
+from testing.accounts import amo_control
+from testing.caches import reset_caches
+from testing.widget import (
     ConnectedAccount,
     connect_unisender,
     list_members,
     unisender_url,
     wait_for,
 )
+from tests.conftest import Beanstalkd
 from tests.e2e.test_widget import install
 
 pytestmark = pytest.mark.e2e

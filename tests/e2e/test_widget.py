@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import requests
 
-from cli.devstack import Stack
-from tests.e2e.flows_accounts import amo_control, create_sandbox_account
-from tests.e2e.flows_widget import (
+from devstack.stack import Stack
+from testing.accounts import amo_control, create_sandbox_account
+from testing.widget import (
     connect_unisender,
     create_unisender_key,
     mint_widget_token,

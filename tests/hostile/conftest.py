@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from cli.devstack import Stack
+from devstack.stack import Stack
 
 # Rows a refused request must never add or change (counts and a checksum of each table).
 GUARDED_TABLES = (
@@ -83,9 +83,9 @@ def target(stack: Stack, base_env: dict[str, str]) -> Iterator[Target]:
     """An installed, connected account of the session stack, known secrets collected."""
     import os
 
-    from tests.conftest import reset_caches
-    from tests.e2e.flows_accounts import install_account
-    from tests.e2e.flows_widget import connect_unisender
+    from testing.accounts import install_account
+    from testing.caches import reset_caches
+    from testing.widget import connect_unisender
 
     saved = dict(os.environ)
     os.environ.update(base_env)
@@ -113,7 +113,7 @@ def target(stack: Stack, base_env: dict[str, str]) -> Iterator[Target]:
             "amoCRM refresh token": box.decrypt(tokens["refresh_token_enc"]),
         }
         if connected.sync_run_id is not None:
-            from tests.e2e.flows_sync import wait_run
+            from testing.sync import wait_run
 
             wait_run(stack, base_env, connected.sync_run_id)
         quiesce()
@@ -139,7 +139,7 @@ def quiesce(timeout: float = 30) -> None:
     """Wait until no job is queued or running, so the guarded tables hold still."""
     from shared.jobqueue import get_queue
     from shared.jobs import JOB_TYPES
-    from tests.e2e.flows_widget import wait_for
+    from testing.widget import wait_for
 
     def idle() -> bool:
         for tube in JOB_TYPES:

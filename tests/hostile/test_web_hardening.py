@@ -21,7 +21,7 @@ import jwt
 import pytest
 import requests
 
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 from tests.hostile.conftest import (
     Target,
     account_host,

@@ -25,7 +25,7 @@ from shared.jobqueue import Consumer, ConsumerOptions, Delivery, RetryBudget, ge
 from shared.jobs import ContactEvent, ContactEventsJob, FullSyncJob
 from shared.settings import get_settings
 from shared.status import collect_status, render_status_page
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 from tests.integration.test_fullsync import (  # noqa: F401
     Connected,
     Sandboxes,

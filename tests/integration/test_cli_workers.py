@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
 from shared.workers import DEAD_AFTER
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +189,7 @@ def test_update_tokens_queues_expiring_accounts(db: Database, beanstalkd: Any) -
 
 
 def test_update_tokens_fails_when_queue_is_down(monkeypatch: pytest.MonkeyPatch, db: Any) -> None:
-    from cli.devstack import free_port
+    from devstack.stack import free_port
 
     monkeypatch.setenv("BEANSTALK_PORT", str(free_port()))
     reset_caches()
@@ -198,7 +198,9 @@ def test_update_tokens_fails_when_queue_is_down(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_accounts_refresh(db: Database, beanstalkd: Any) -> None:
-    assert run("accounts", "refresh", "no-such-account").exit_code == 3
+    unknown = run("accounts", "refresh", "no-such-account")
+    assert unknown.exit_code == 1
+    assert "no account named 'no-such-account'" in unknown.output
     name = f"r{uuid.uuid4().hex[:6]}"
     account_id = _account(db, name=name, expires_in=timedelta(hours=20))
     assert run("accounts", "refresh", name).exit_code == 0

@@ -30,7 +30,7 @@ from shared.prefetch import PREFETCH_PAGES
 from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 from tests.integration.test_tokens import install_from_widget
 
 pytestmark = pytest.mark.integration

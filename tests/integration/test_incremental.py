@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def linked(db: Database, uni_url: str, monkeypatch: pytest.MonkeyPatch) -> Tenant:  # noqa: F811
-    from tests.conftest import reset_caches
+    from testing.caches import reset_caches
 
     monkeypatch.setenv("UNISENDER_API_URL", f"{uni_url}/en/api")
     reset_caches()

@@ -172,7 +172,7 @@ def test_malformed_body_is_buried_without_calling_handler(beanstalkd) -> None:  
 
 
 def test_queue_unavailable_is_reported(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from cli.devstack import free_port
+    from devstack.stack import free_port
     from shared.jobqueue import Queue, QueueUnavailable
 
     queue = Queue("127.0.0.1", free_port())

@@ -16,7 +16,7 @@ from scheduler.main import refresh_tokens_job, run_once
 from shared.db import Database
 from shared.jobqueue import get_queue
 from shared.settings import get_settings
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 
 pytestmark = pytest.mark.integration
 

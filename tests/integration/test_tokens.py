@@ -31,7 +31,7 @@ from shared.tokens import (
     enqueue_expiring_refreshes,
     load_tokens,
 )
-from tests.conftest import reset_caches
+from testing.caches import reset_caches
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +257,7 @@ def test_rejected_refresh_marks_only_that_account(amo: AmoSandbox, db: Database)
 def test_unreachable_token_endpoint_retries(
     amo: AmoSandbox, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli.devstack import free_port
+    from devstack.stack import free_port
 
     account_id = install(amo)
     monkeypatch.setenv("AMOCRM_API_URL", f"http://127.0.0.1:{free_port()}")

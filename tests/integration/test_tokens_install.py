@@ -19,7 +19,8 @@ from shared.db import Database
 from shared.oauth_flow import disable_signature
 from shared.settings import get_settings
 from shared.tokens import load_tokens
-from tests.conftest import ForeignHost, reset_caches
+from testing.caches import reset_caches
+from tests.conftest import ForeignHost
 from tests.integration.test_tokens import AmoSandbox, amo, amo_server  # noqa: F401
 
 pytestmark = pytest.mark.integration

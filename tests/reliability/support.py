@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from cli.devstack import free_port
+from devstack.stack import free_port
 
 
 class TcpProxy:

@@ -16,19 +16,19 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from cli.devstack import Stack
 from cli.main import app
+from devstack.stack import Stack
 from shared.jobqueue import get_queue
 from shared.jobs import ContactEvent, ContactEventsJob, EmailValue
-from tests.e2e.flows_accounts import install_account
-from tests.e2e.flows_sync import (
+from testing.accounts import install_account
+from testing.sync import (
     SyncAccount,
     amo_control,
     expected_addresses,
     list_addresses,
     wait_run,
 )
-from tests.e2e.flows_widget import connect_unisender, unisender_url, wait_for
+from testing.widget import connect_unisender, unisender_url, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 

@@ -66,7 +66,7 @@ def test_rotate_key_moves_every_secret_to_the_newest_key(
     runner = CliRunner()
     try:
         monkeypatch.setenv("ENCRYPTION_KEY", f"{new},{old}")
-        from tests.conftest import reset_caches
+        from testing.caches import reset_caches
 
         reset_caches()
         check = runner.invoke(app, ["rotate-key", "--check"])
@@ -99,7 +99,7 @@ def test_rotate_key_reports_undecryptable_secrets_without_printing_them(
     account_id = _seed(db, SecretBox(lost))
     try:
         monkeypatch.setenv("ENCRYPTION_KEY", os.environ["ENCRYPTION_KEY"])
-        from tests.conftest import reset_caches
+        from testing.caches import reset_caches
 
         reset_caches()
         result = CliRunner().invoke(app, ["rotate-key"])

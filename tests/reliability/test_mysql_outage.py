@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import requests
 
-from cli.devstack import FUNCTIONS, Ports, Stack
+from devstack.stack import FUNCTIONS, Ports, Stack
 from shared.jobqueue import Queue
 from shared.jobs import ContactEventsJob
 from shared.webhook_intake import ensure_webhook_secret
+from testing.widget import mint_widget_token, wait_for
 from tests.conftest import MYSQL_HOST, MYSQL_PORT, Beanstalkd
-from tests.e2e.flows_widget import mint_widget_token, wait_for
 from tests.reliability.support import TcpProxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]

@@ -12,11 +12,11 @@ from pathlib import Path
 import greenstalk
 import pytest
 
-from cli.devstack import ROOT
+from devstack.stack import ROOT
 from shared.jobqueue import get_queue
 from shared.jobs import ContactEvent, ContactEventsJob
+from testing.widget import wait_for
 from tests.conftest import Beanstalkd
-from tests.e2e.flows_widget import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

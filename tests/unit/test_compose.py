@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.devstack import (
+from devstack.stack import (
     FUNCTIONS,
     MIGRATE_COMMAND,
     SCHEDULER_COMMAND,

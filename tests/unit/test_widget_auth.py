@@ -9,7 +9,7 @@ import pytest
 from shared import errors
 from shared.web.cors import is_allowed_origin
 from shared.web.widget_token import verify_widget_token
-from tests.e2e.flows_widget import mint_widget_token
+from testing.widget import mint_widget_token
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 """Reusable e2e flows for the widget: mint amoCRM's widget JWT, connect a Unisender key.
 
 Other e2e tests use `connect_unisender(stack, env, account)` after `install_account(...)`. The
-steps live in `sandbox.flows` (also used by `amosync demo`); this module binds them to a stack.
+steps live in `devstack.flows` (also used by `amosync demo`); this module binds them to a stack.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import requests
 
-from cli.devstack import Stack
-from sandbox import flows
+from devstack import flows
+from devstack.stack import Stack
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
-from cli.devstack import Stack
-from tests.e2e.flows_widget import (
+from devstack.stack import Stack
+from testing.widget import (
     amocrm_url,
     connect_unisender,
     list_members,

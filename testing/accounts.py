@@ -1,6 +1,6 @@
 """Reusable e2e flow: install an amoCRM sandbox account through the gateway, as a person would.
 
-    from tests.e2e.flows_accounts import install_account
+    from testing.accounts import install_account
 
     def test_something(stack, isolated_env):
         account = install_account(stack, isolated_env)            # fresh sandbox account
@@ -21,7 +21,7 @@ be None). Both return `InstalledAccount(account_id, name, host)`. `env` is the t
 (the `isolated_env` fixture, i.e. `base_env`): the DB checks read MySQL through `shared.db`.
 Each call creates a new sandbox account, so tests never share one by accident.
 
-The steps themselves live in `sandbox.flows` (also used by `amosync demo`); this module binds
+The steps themselves live in `devstack.flows` (also used by `amosync demo`); this module binds
 them to a test stack and adds the database checks.
 """
 
@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cli.devstack import Stack
-from sandbox import flows
+from devstack import flows
+from devstack.stack import Stack
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The no-Docker stack: the very commands the containers run, as local processes.
 
-`amosync dev` runs it for a person; the end-to-end tests run it on free ports. The commands here
+`amosync dev` runs it for a person (devstack/run.py); the end-to-end tests and the benchmarks run
+it on free ports. The commands here
 and in docker-compose.yml are compared by a test, so the two paths cannot drift apart.
 """
 
@@ -8,15 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,8 +182,11 @@ class Stack:
         log_to_console: bool = False,
         external_beanstalkd: bool = False,
         function_env: Mapping[str, Mapping[str, str]] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.ports = ports
+        # Told each step while starting (`make dev` shows them; tests pass nothing).
+        self.progress = progress or (lambda _step: None)
         self.function_env = FUNCTION_ENV if function_env is None else function_env
         self.workdir = workdir
         self.with_sandbox = with_sandbox
@@ -253,14 +255,27 @@ class Stack:
         else:
             self._spawn(name, proc.argv, proc.extra_env)
 
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of a process's log: what a failed start or a crash said last."""
+        proc = self.processes.get(name)
+        if proc is None or proc.log_path is None or not proc.log_path.exists():
+            return ""
+        with proc.log_path.open("rb") as f:
+            f.seek(max(0, proc.log_path.stat().st_size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
     def start(self) -> None:
         if self.with_sandbox:
+            self.progress("the amoCRM and Unisender emulators")
             self._spawn("sandbox-amocrm", sandbox_command("amocrm", self.ports.amocrm))
             self._spawn("sandbox-unisender", sandbox_command("unisender", self.ports.unisender))
+        self.progress("beanstalkd")
         if self.external_beanstalkd:
             wait_tcp(self.ports.beanstalk)
         else:
             self.start_beanstalkd()
+        self.progress("migrations")
         migrate = subprocess.run(
             venv_bin(MIGRATE_COMMAND),
             cwd=ROOT,
@@ -271,17 +286,22 @@ class Stack:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"migrate failed: {migrate.stdout}\n{migrate.stderr}")
+        self.progress(f"functions: {', '.join(self.ports.functions)}")
         for name, port in self.ports.functions.items():
             self._spawn(
                 f"function-{name}", function_command(name, port), self.function_env.get(name)
             )
+        if self.workers:
+            self.progress(f"consumers: {', '.join(self.workers)}")
         for worker_type in self.workers:
             self._spawn(f"worker-{worker_type}", worker_command(worker_type))
         if self.with_scheduler:
             self._spawn("scheduler", SCHEDULER_COMMAND)
         nginx_prefix = self.workdir / "nginx"
         conf = write_gateway_config(nginx_prefix, self.ports)
+        self.progress(f"the gateway on :{self.ports.gateway}")
         self._spawn("gateway", ["nginx", "-p", str(nginx_prefix), "-c", str(conf)])
+        self.progress("waiting until every function and emulator answers its health check")
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -296,7 +316,10 @@ class Stack:
         while pending:
             for proc in self.processes.values():
                 if proc.popen is not None and proc.popen.poll() is not None:
-                    raise RuntimeError(f"{proc.name} exited early; see {proc.log_path}")
+                    raise RuntimeError(
+                        f"{proc.name} exited early ({proc.popen.returncode}); the last lines of "
+                        f"{proc.log_path}:\n{self.log_tail(proc.name)}"
+                    )
             url = pending[0]
             try:
                 if requests.get(url, timeout=2).status_code == 200:
@@ -326,104 +349,3 @@ def wait_tcp(port: int, timeout: float = 10) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def dotenv_environment(path: Path | str = ".env") -> dict[str, str]:
-    """The `.env` file as Settings read it, overlaid by the real environment (which wins).
-
-    Settings read `.env` themselves, but the emulators and any other child read os.environ only:
-    this is what `amosync dev` hands every process it starts.
-    """
-    from dotenv import dotenv_values
-
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
-    return {**values, **os.environ}
-
-
-def dev_ports(environ: Mapping[str, str], *, gateway: int, beanstalk: int) -> Ports:
-    """The dev stack's ports: the defaults, or the DEV_* / SANDBOX_*_PORT variables."""
-    base = int(environ.get("DEV_FUNCTION_PORT_BASE") or 8201)
-    return Ports(
-        gateway=gateway,
-        beanstalk=beanstalk,
-        amocrm=int(environ.get("SANDBOX_AMOCRM_PORT") or 8101),
-        unisender=int(environ.get("SANDBOX_UNISENDER_PORT") or 8102),
-        functions={name: base + i for i, name in enumerate(FUNCTIONS)},
-    )
-
-
-def run_dev_stack(*, with_sandbox: bool) -> int:
-    """Foreground `make dev`: start everything, print where it is, stop all on Ctrl-C."""
-    from pydantic import ValidationError
-
-    from shared.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]) for e in exc.errors())
-        print(f"amosync dev: invalid settings: {problems}", file=sys.stderr)
-        return 1
-    environ = dotenv_environment()
-    ports = dev_ports(environ, gateway=settings.gateway_port, beanstalk=settings.beanstalk_port)
-    if shutil.which("beanstalkd") is None or shutil.which("nginx") is None:
-        print(
-            "amosync dev needs beanstalkd and nginx on PATH (apt-get install beanstalkd nginx)",
-            file=sys.stderr,
-        )
-        return 1
-    from cli.ops import mysql_problem
-
-    problem = mysql_problem(settings)
-    if problem:
-        print(f"amosync dev: {problem}", file=sys.stderr)
-        return 1
-    # Stack overlays these on os.environ, so only what os.environ lacks comes from .env.
-    env = {k: v for k, v in environ.items() if k not in os.environ}
-    if with_sandbox:
-        env["AMOCRM_API_URL"] = settings.amocrm_api_url or f"http://127.0.0.1:{ports.amocrm}"
-        env["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/en/api"
-        env["AMOCRM_AUTH_URL"] = f"http://127.0.0.1:{ports.amocrm}/oauth"
-    workdir = Path(tempfile.mkdtemp(prefix="amosync-dev-"))
-    stack = Stack(ports=ports, env=env, workdir=workdir, with_sandbox=with_sandbox)
-    stopping = False
-    started = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-        if not started:
-            # Still waiting for readiness: leave start() now; `finally` stops what it started.
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        print(f"starting amosync (logs in {workdir}) ...", flush=True)
-        try:
-            stack.start()
-        except KeyboardInterrupt:
-            return 130
-        except RuntimeError as exc:
-            print(f"amosync dev: {exc}", file=sys.stderr)
-            return 1
-        started = True
-        failed = False
-        print(f"amosync is up: {stack.gateway_url} (logs in {workdir}); Ctrl-C stops everything")
-        if with_sandbox:
-            print(f"  amoCRM sandbox:    http://127.0.0.1:{ports.amocrm}")
-            print(f"  Unisender sandbox: http://127.0.0.1:{ports.unisender}")
-            print("  next: `amosync demo` runs the whole flow against it", flush=True)
-        while not stopping:
-            for proc in stack.processes.values():
-                if proc.popen is not None and proc.popen.poll() is not None:
-                    print(
-                        f"{proc.name} exited ({proc.popen.returncode}); see {proc.log_path}",
-                        file=sys.stderr,
-                    )
-                    stopping = failed = True
-            time.sleep(0.5)
-    finally:
-        print("stopping amosync ...", file=sys.stderr, flush=True)
-        stack.stop()
-    return 1 if failed else 0
