@@ -48,6 +48,13 @@ def ensure_database(settings: Settings) -> None:
         conn.close()
 
 
+def pending_migrations(settings: Settings) -> list[str]:
+    """Ids of the migrations not applied yet (all of them when the database does not exist)."""
+    ensure_database(settings)
+    backend = get_backend(_backend_uri(settings))
+    return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))]
+
+
 def apply_migrations(settings: Settings) -> list[str]:
     """Apply every pending migration; returns the ids applied now."""
     ensure_database(settings)

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     token_refresh_horizon_hours: int = Field(default=24, ge=1)
     reconcile_interval_minutes: int = Field(default=15, ge=1)
     full_reconcile_hour_utc: int = Field(default=3, ge=0, le=23)
+    # Only the holder of this MySQL lease schedules; a standby takes over this long after the
+    # holder stopped renewing (it renews every third of it).
+    scheduler_lease_seconds: int = Field(default=30, ge=3, le=3600)
+
+    # Prometheus /metrics of a consumer or the scheduler on this port; 0: off (several local
+    # processes would fight over one port). The Kubernetes manifests set 9100 per pod.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("amocrm_api_url")
     @classmethod
