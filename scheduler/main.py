@@ -1,4 +1,9 @@
-"""APScheduler process: token refresh and reconciles, each run executed once across replicas."""
+"""APScheduler process: token refresh and reconciles, each run executed once across replicas.
+
+Only the holder of the scheduler lease (shared/lease.py) schedules; a second replica waits and
+takes over when the holder stops renewing. The per-slot claim below stays as a second line: a
+holder that loses its lease mid-run never makes another replica run the same slot again.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
 from shared.jobqueue import hostname
+from shared.lease import Lease
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 from shared.sync_runs import enqueue_reconciles
@@ -82,39 +88,73 @@ def reconcile_job(settings: Settings, mode: str) -> Any:
     return run_once(f"reconcile-{mode}", interval, lambda: enqueue_reconciles(mode=mode))
 
 
-def build_scheduler(settings: Settings) -> BlockingScheduler:
+def scheduler_lease(settings: Settings) -> Lease:
+    """The lease of this deployment's scheduler: one per database and tube prefix.
+
+    The row lives in the deployment's own database, and deployments that share one (each with
+    its own BEANSTALK_TUBE_PREFIX) schedule for their own tubes, so each has its own scheduler.
+    """
+    name = f"scheduler:{settings.beanstalk_tube_prefix}"
+    return Lease(get_database(), name, settings.scheduler_lease_seconds)
+
+
+def if_leader(lease: Lease | None, job_name: str, action: Callable[..., Any], *args: Any) -> Any:
+    """Run a scheduled job only on the lease holder (always, without a lease)."""
+    if lease is not None and not lease.held():
+        log.debug("standby: not the lease holder", extra={"job": job_name})
+        return None
+    return action(*args)
+
+
+def build_scheduler(settings: Settings, lease: Lease | None = None) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone=UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
     scheduler.add_job(
-        refresh_tokens_job,
+        if_leader,
         IntervalTrigger(minutes=settings.token_refresh_interval_minutes),
-        args=[settings],
+        args=[lease, "refresh-tokens", refresh_tokens_job, settings],
         id="refresh-tokens",
         next_run_time=datetime.now(UTC),
         **common,
     )
     scheduler.add_job(
-        reconcile_job,
+        if_leader,
         IntervalTrigger(minutes=settings.reconcile_interval_minutes),
-        args=[settings, "incremental"],
+        args=[lease, "reconcile-incremental", reconcile_job, settings, "incremental"],
         id="reconcile-incremental",
         **common,
     )
     scheduler.add_job(
-        reconcile_job,
+        if_leader,
         CronTrigger(hour=settings.full_reconcile_hour_utc, minute=0),
-        args=[settings, "full"],
+        args=[lease, "reconcile-full", reconcile_job, settings, "full"],
         id="reconcile-full",
         **common,
     )
+    if lease is not None:
+        # A third of the term: two renewals may fail (a MySQL blip) before the lease lapses.
+        scheduler.add_job(
+            lease.renew,
+            IntervalTrigger(seconds=max(1, settings.scheduler_lease_seconds // 3)),
+            id="renew-lease",
+            max_instances=1,
+            coalesce=True,
+        )
     return scheduler
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging("scheduler", settings.log_level)
-    scheduler = build_scheduler(settings)
+    lease = scheduler_lease(settings)
+    # Before the first firing: the token refresh fires at start, on the holder only.
+    if not lease.renew():
+        log.info("standby: another scheduler holds the lease", extra={"lease": lease.name})
+    scheduler = build_scheduler(settings, lease)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    log.info("scheduler started")
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        scheduler.start()
+    log.info("scheduler started", extra={"holder": lease.holder})
+    try:
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            scheduler.start()
+    finally:
+        lease.release()
