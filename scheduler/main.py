@@ -23,6 +23,7 @@ from shared.db import Database, get_database
 from shared.jobqueue import hostname
 from shared.lease import Lease
 from shared.logs import configure_logging
+from shared.metrics import SCHEDULER_LEASE_HELD, SCHEDULER_RUNS, serve_metrics
 from shared.settings import Settings, get_settings
 from shared.sync_runs import enqueue_reconciles
 from shared.tokens import enqueue_expiring_refreshes
@@ -56,6 +57,7 @@ def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) ->
     db = get_database()
     if not claim_run(db, job_name, str(slot)):
         log.info("run already claimed by another replica", extra={"job": job_name, "slot": slot})
+        SCHEDULER_RUNS.labels(job_name, "skipped").inc()
         return None
     try:
         result = action()
@@ -63,12 +65,14 @@ def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) ->
         # The claim is taken before the action so replicas never both run it; a failed action
         # (beanstalkd down, MySQL blip) must not also keep the slot, or the interval is lost.
         log.exception("scheduled run failed; slot released", extra={"job": job_name, "slot": slot})
+        SCHEDULER_RUNS.labels(job_name, "failed").inc()
         try:
             release_run(db, job_name, str(slot))
         except Exception:
             log.warning("could not release the slot", extra={"job": job_name}, exc_info=True)
         raise
     log.info("scheduled run done", extra={"job": job_name, "slot": slot, "result": result})
+    SCHEDULER_RUNS.labels(job_name, "done").inc()
     return result
 
 
@@ -134,7 +138,7 @@ def build_scheduler(settings: Settings, lease: Lease | None = None) -> BlockingS
     if lease is not None:
         # A third of the term: two renewals may fail (a MySQL blip) before the lease lapses.
         scheduler.add_job(
-            lease.renew,
+            lambda: SCHEDULER_LEASE_HELD.set(lease.renew()),
             IntervalTrigger(seconds=max(1, settings.scheduler_lease_seconds // 3)),
             id="renew-lease",
             max_instances=1,
@@ -146,9 +150,11 @@ def build_scheduler(settings: Settings, lease: Lease | None = None) -> BlockingS
 def main() -> None:
     settings = get_settings()
     configure_logging("scheduler", settings.log_level)
+    serve_metrics(settings.metrics_port)
     lease = scheduler_lease(settings)
     # Before the first firing: the token refresh fires at start, on the holder only.
-    if not lease.renew():
+    SCHEDULER_LEASE_HELD.set(lease.renew())
+    if not lease.held():
         log.info("standby: another scheduler holds the lease", extra={"lease": lease.name})
     scheduler = build_scheduler(settings, lease)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
