@@ -49,8 +49,7 @@ def ensure_database(settings: Settings) -> None:
 
 
 def pending_migrations(settings: Settings) -> list[str]:
-    """Ids of the migrations not applied yet (all of them when the database does not exist)."""
-    ensure_database(settings)
+    """Ids of the migrations not applied yet; reads only (a missing database is MySQL's error)."""
     backend = get_backend(_backend_uri(settings))
     return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from shared.workers import build_consumer
+from shared.workers import WorkerRegistry, build_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,13 @@ def test_consumer_metrics_count_outcomes_and_depth(
     buried = sample("amosync_jobs_buried_total", tube=TUBE)
     batches = sample("amosync_job_batch_seconds_count", tube=TUBE)
 
-    consumer = build_consumer(TUBE, name="metrics-test")
-    consumer.run(idle_exit_seconds=1.5)
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    consumer = build_consumer(TUBE, name=name)
+    try:
+        consumer.run(idle_exit_seconds=1.5)
+    finally:
+        # Leave no registry row behind: other tests count this type's workers.
+        WorkerRegistry(db).delete(TUBE, name)
 
     assert sample("amosync_jobs_total", tube=TUBE, outcome="done") == done + 1
     assert sample("amosync_jobs_buried_total", tube=TUBE) == buried + 1
