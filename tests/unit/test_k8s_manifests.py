@@ -281,6 +281,24 @@ def test_secrets_in_the_secret_and_every_setting_covered(
     assert provided <= settings, provided - settings
 
 
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+def test_base_config_keeps_the_documented_defaults() -> None:
+    """Only the addresses differ from .env.example: a changed default there reaches the cluster."""
+    addresses = {"MYSQL_HOST", "BEANSTALK_HOST", "AMOCRM_REDIRECT_URI", "PUBLIC_URL"}
+    example = read_env(ROOT / ".env.example")
+    config = read_env(K8S / "base" / "core" / "config.env")
+    drift = {
+        key: (value, example[key])
+        for key, value in config.items()
+        if key in example and key not in addresses and value != example[key]
+    }
+    assert drift == {}
+
+
 def test_config_overlays_set_only_known_settings() -> None:
     settings = {name.upper() for name in Settings.model_fields}
     for path in K8S.rglob("*.env*"):
