@@ -16,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from shared.clock import utcnow
 from shared.crypto import get_secret_box
 from shared.db import Database
 from shared.jobqueue import get_queue
@@ -55,12 +54,12 @@ def names(prefix: str) -> list[dict[str, Any]]:
 
 def test_registry_add_list_delete_clear_with_max(db: Database, limit_restored: None) -> None:
     prefix = f"t{uuid.uuid4().hex[:6]}-"
-    # Count as the registry does: a worker silent for DEAD_AFTER (one another test killed) holds
-    # no slot, so counting it too would set the cap one too high once it has gone quiet.
+    # Count what the cap counts: live workers only (a dead one does not hold its slot). Other
+    # tests of the session leave dead registrations of this type behind.
     existing = db.fetch_one(
         "SELECT COUNT(*) AS n FROM workers WHERE type = %s "
         "AND (last_heartbeat_at IS NULL OR last_heartbeat_at >= %s)",
-        (TYPE, utcnow() - DEAD_AFTER),
+        (TYPE, datetime.now(UTC).replace(tzinfo=None) - DEAD_AFTER),
     )
     assert existing is not None
     cap = str(existing["n"] + 2)
