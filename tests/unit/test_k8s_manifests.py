@@ -530,7 +530,12 @@ def test_knative_overlay_serves_functions_without_cold_starts_for_webhooks(
     webhook = one(objs, "Service", "webhook")["spec"]["template"]["metadata"]["annotations"]
     assert int(webhook["autoscaling.knative.dev/min-scale"]) >= 2
     # The same routes as the nginx gateway, each to its function.
-    gateway_routes = dict(
-        re.findall(r"location (/[a-z]+) +\{[^}]*?proxy_pass http://amosync_([a-z]+);", template)
-    )
+    # Top-level prefix locations (four spaces in) and the upstream each one (or a location nested
+    # in it) proxies to.
+    gateway_routes = {}
+    for block in re.split(r"\n    location ", template)[1:]:
+        match = re.match(r"(/[a-z]+) ", block)
+        upstream = re.search(r"proxy_pass http://amosync_([a-z]+);", block)
+        if match and upstream:
+            gateway_routes[match.group(1)] = upstream.group(1)
     assert routed == gateway_routes
