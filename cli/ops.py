@@ -45,16 +45,31 @@ def load_settings() -> Settings:
         fail("invalid settings: " + "; ".join(str(e["msg"]) for e in exc.errors()))
 
 
-def migrate() -> None:
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Apply nothing; exit 1 while a migration is pending (Kubernetes init containers "
+            "wait on this for the migrate Job).",
+        ),
+    ] = False,
+) -> None:
     """Create the database if needed and apply every pending migration."""
     import pymysql
 
     from shared.db import describe_mysql_error
-    from shared.migrate import apply_migrations
+    from shared.migrate import apply_migrations, pending_migrations
 
     settings = load_settings()
     configure_logging("migrate", settings.log_level)
     try:
+        if check:
+            pending = pending_migrations(settings)
+            if pending:
+                fail(f"{len(pending)} migration(s) pending: {', '.join(pending)}")
+            console.print("schema up to date")
+            return
         applied = apply_migrations(settings)
     except pymysql.err.MySQLError as exc:
         fail(describe_mysql_error(exc, settings))

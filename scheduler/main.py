@@ -1,4 +1,9 @@
-"""APScheduler process: token refresh and reconciles, each run executed once across replicas."""
+"""APScheduler process: token refresh and reconciles, each run executed once across replicas.
+
+Only the holder of the scheduler lease (shared/lease.py) schedules; a second replica waits and
+takes over when the holder stops renewing. The per-slot claim below stays as a second line: a
+holder that loses its lease mid-run never makes another replica run the same slot again.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
 from shared.jobqueue import hostname
+from shared.lease import Lease
 from shared.logs import configure_logging
+from shared.metrics import SCHEDULER_LEASE_HELD, SCHEDULER_RUNS, serve_metrics
 from shared.settings import Settings, get_settings
 from shared.sync_runs import enqueue_due_reconciles
 from shared.tokens import enqueue_expiring_refreshes
@@ -50,6 +57,7 @@ def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) ->
     db = get_database()
     if not claim_run(db, job_name, str(slot)):
         log.info("run already claimed by another replica", extra={"job": job_name, "slot": slot})
+        SCHEDULER_RUNS.labels(job_name, "skipped").inc()
         return None
     try:
         result = action()
@@ -57,12 +65,14 @@ def run_once(job_name: str, interval_seconds: int, action: Callable[[], Any]) ->
         # The claim is taken before the action so replicas never both run it; a failed action
         # (beanstalkd down, MySQL blip) must not also keep the slot, or the interval is lost.
         log.exception("scheduled run failed; slot released", extra={"job": job_name, "slot": slot})
+        SCHEDULER_RUNS.labels(job_name, "failed").inc()
         try:
             release_run(db, job_name, str(slot))
         except Exception:
             log.warning("could not release the slot", extra={"job": job_name}, exc_info=True)
         raise
     log.info("scheduled run done", extra={"job": job_name, "slot": slot, "result": result})
+    SCHEDULER_RUNS.labels(job_name, "done").inc()
     return result
 
 
@@ -95,33 +105,69 @@ def reconcile_job(settings: Settings) -> Any:
     return run_once("reconcile", tick * 60, enqueue_due_reconciles)
 
 
-def build_scheduler(settings: Settings) -> BlockingScheduler:
+def scheduler_lease(settings: Settings) -> Lease:
+    """The lease of this deployment's scheduler: one per database and tube prefix.
+
+    The row lives in the deployment's own database, and deployments that share one (each with
+    its own BEANSTALK_TUBE_PREFIX) schedule for their own tubes, so each has its own scheduler.
+    """
+    name = f"scheduler:{settings.beanstalk_tube_prefix}"
+    return Lease(get_database(), name, settings.scheduler_lease_seconds)
+
+
+def if_leader(lease: Lease | None, job_name: str, action: Callable[..., Any], *args: Any) -> Any:
+    """Run a scheduled job only on the lease holder (always, without a lease)."""
+    if lease is not None and not lease.held():
+        log.debug("standby: not the lease holder", extra={"job": job_name})
+        return None
+    return action(*args)
+
+
+def build_scheduler(settings: Settings, lease: Lease | None = None) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone=UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
     scheduler.add_job(
-        refresh_tokens_job,
+        if_leader,
         IntervalTrigger(minutes=settings.token_refresh_interval_minutes),
-        args=[settings],
+        args=[lease, "refresh-tokens", refresh_tokens_job, settings],
         id="refresh-tokens",
         next_run_time=datetime.now(UTC),
         **common,
     )
     scheduler.add_job(
-        reconcile_job,
+        if_leader,
         IntervalTrigger(minutes=min(RECONCILE_TICK_MINUTES, settings.reconcile_interval_minutes)),
-        args=[settings],
+        args=[lease, "reconcile", reconcile_job, settings],
         id="reconcile",
         next_run_time=datetime.now(UTC),
         **common,
     )
+    if lease is not None:
+        # A third of the term: two renewals may fail (a MySQL blip) before the lease lapses.
+        scheduler.add_job(
+            lambda: SCHEDULER_LEASE_HELD.set(lease.renew()),
+            IntervalTrigger(seconds=max(1, settings.scheduler_lease_seconds // 3)),
+            id="renew-lease",
+            max_instances=1,
+            coalesce=True,
+        )
     return scheduler
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging("scheduler", settings.log_level)
-    scheduler = build_scheduler(settings)
+    serve_metrics(settings.metrics_port)
+    lease = scheduler_lease(settings)
+    # Before the first firing: the token refresh fires at start, on the holder only.
+    SCHEDULER_LEASE_HELD.set(lease.renew())
+    if not lease.held():
+        log.info("standby: another scheduler holds the lease", extra={"lease": lease.name})
+    scheduler = build_scheduler(settings, lease)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    log.info("scheduler started")
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        scheduler.start()
+    log.info("scheduler started", extra={"holder": lease.holder})
+    try:
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            scheduler.start()
+    finally:
+        lease.release()

@@ -48,6 +48,12 @@ def ensure_database(settings: Settings) -> None:
         conn.close()
 
 
+def pending_migrations(settings: Settings) -> list[str]:
+    """Ids of the migrations not applied yet; reads only (a missing database is MySQL's error)."""
+    backend = get_backend(_backend_uri(settings))
+    return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))]
+
+
 def apply_migrations(settings: Settings) -> list[str]:
     """Apply every pending migration; returns the ids applied now."""
     ensure_database(settings)

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     reconcile_healthy_interval_minutes: int = Field(default=360, ge=1)
     full_reconcile_every_hours: int = Field(default=24, ge=1)
     reconcile_budget_share: float = Field(default=0.5, gt=0, le=1)
+    # Only the holder of this MySQL lease schedules; a standby takes over this long after the
+    # holder stopped renewing (it renews every third of it).
+    scheduler_lease_seconds: int = Field(default=30, ge=3, le=3600)
+
+    # Prometheus /metrics of a consumer or the scheduler on this port; 0: off (several local
+    # processes would fight over one port). The Kubernetes manifests set 9100 per pod.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("amocrm_api_url")
     @classmethod

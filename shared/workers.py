@@ -16,6 +16,7 @@ from shared.consumers.token_refresh import handle_refresh_batch
 from shared.db import Database, get_database
 from shared.jobqueue import Consumer, ConsumerOptions, RetryBudget, get_queue, hostname
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
+from shared.metrics import count_buried, observed_handler, serve_metrics
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -180,11 +181,17 @@ def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
         batch_size=worker_type.batch_size,
         linger_seconds=worker_type.linger_seconds,
     )
+    serve_metrics(settings.metrics_port, queue=get_queue())
+
+    def on_bury(tube: str, job_id: int, reason: str, body: str) -> None:
+        count_buried(tube)
+        record_buried(tube, job_id, reason, body)
+
     return Consumer(
         get_queue(),
         worker_type.job,
-        worker_type.handler,
+        observed_handler(worker_type.job.tube, worker_type.handler),
         options=options,
         heartbeat=lambda done: registry.heartbeat(type_name, worker_name, done),
-        on_bury=record_buried,
+        on_bury=on_bury,
     )

@@ -85,8 +85,11 @@ def test_scheduler_enqueues_and_the_stacks_consumer_refreshes(
     """Issue 4's "done when": the scheduler process enqueues, the consumer refreshes."""
     account = install_account(stack, isolated_env)
     assert generation(account.account_id) == 1
-    # A second `python -m scheduler` beside the stack's own: it runs the token refresh when it
-    # starts, in a one-minute slot of its own (the stack's scheduler claims hourly slots).
+    # Our own `python -m scheduler` in place of the stack's: it runs the token refresh when it
+    # starts, in a one-minute slot of its own (the stack's scheduler claims hourly slots). Only
+    # the scheduler lease holder schedules, so the stack's one steps aside first (a SIGTERM
+    # releases its lease at once) and comes back afterwards.
+    stack.stop_process("scheduler")
     env = {
         **stack.env,
         "TOKEN_REFRESH_INTERVAL_MINUTES": "1",
@@ -110,6 +113,7 @@ def test_scheduler_enqueues_and_the_stacks_consumer_refreshes(
         finally:
             scheduler.terminate()
             scheduler.wait(15)
+            stack.restart("scheduler")
     log = log_path.read_text()
     assert '"scheduled run done"' in log and '"job": "refresh-tokens"' in log, log[-2000:]
     row = stored_account(account.account_id)
