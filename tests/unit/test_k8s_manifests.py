@@ -19,7 +19,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from cli.devstack import (
+from devstack.stack import (
     FUNCTION_ENV,
     FUNCTIONS,
     MIGRATE_COMMAND,
