@@ -47,9 +47,7 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(Basic\s+)[A-Za-z0-9+/=]{8,}"), rf"\1{MASK}"),
     # key=value / "key": "value" / 'key': 'value' for every secret key.
     (
-        re.compile(
-            rf"(?i)(\b(?:{_KEY_ALTERNATION})[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^&\s\"',}}]+"
-        ),
+        re.compile(rf"(?i)(\b(?:{_KEY_ALTERNATION})[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^&\s\"',}}]+"),
         rf"\1{MASK}",
     ),
     # The secret segment of a webhook path, whatever the id segment holds (`%20123`, `+123`).
