@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, demo, ops, security, sync, widget
+from cli import accounts, demo, lists, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -16,6 +16,7 @@ app = typer.Typer(
 
 ops.register(app)
 accounts.register(app)
+lists.register(app)
 sync.register(app)
 widget.register(app)
 security.register(app)

@@ -212,6 +212,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "parked": snapshot.parked,
                     "import_errors": snapshot.import_errors,
                     "events_last_hour": sum(n for _, n in snapshot.events_per_minute),
+                    "shared_lists": [x.as_dict() for x in snapshot.shared_lists],
                 },
                 default=str,
             )
@@ -229,6 +230,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             str(a["failed"]),
         )
     console.print(accounts)
+    if snapshot.shared_lists:
+        from cli.lists import shared_lists_table
+
+        err.print("[red]accounts sharing another account's Unisender list:[/red]")
+        console.print(shared_lists_table(snapshot.shared_lists))
     runs = Table(
         "run", "account", "kind", "status", "pages", "contacts", "imported", "excluded", "error"
     )

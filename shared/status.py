@@ -17,6 +17,7 @@ from shared.clock import utcnow
 from shared.db import Database, Row
 from shared.jobqueue import QueueUnavailable, get_queue
 from shared.jobs import JOB_TYPES
+from shared.list_binding import SharedList, shared_lists
 from shared.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class StatusSnapshot:
     import_errors: list[Row] = field(default_factory=list)
     events_per_minute: list[tuple[datetime, int]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    # Accounts writing into a list another account is bound to (see shared.list_binding).
+    shared_lists: list[SharedList] = field(default_factory=list)
 
 
 def account_rows(db: Database) -> list[Row]:
@@ -123,6 +126,7 @@ def collect_status(db: Database, *, runs: int = 20, errors: int = 20) -> StatusS
     )
     snapshot.events_per_minute = events_per_minute(db)
     snapshot.workers = WorkerRegistry(db).list()
+    snapshot.shared_lists = shared_lists(db)
     return snapshot
 
 
@@ -315,12 +319,34 @@ def render_status_page(s: StatusSnapshot) -> str:
         "no workers registered",
         numeric={4},
     )
+    shared = _table(
+        "shared-lists",
+        ["account", "id", "Unisender list", "bound to", "what to do"],
+        [
+            [
+                x.account_name,
+                x.account_id,
+                f"{x.list_title or '-'} (#{x.list_id})",
+                f"{x.holder_name} ({x.holder_id})" if x.holder_id else "nobody",
+                f"amosync lists split {x.account_name}",
+            ]
+            for x in s.shared_lists
+        ],
+        "no Unisender list is shared by two accounts",
+        numeric={1},
+    )
+    if s.shared_lists:
+        shared = (
+            '<p class="bad">These accounts write into a list that belongs to another account: '
+            "their full syncs are refused until they are split.</p>" + shared
+        )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>amosync status</title><style>{_STYLE}</style></head><body>"
         f'<h1>amosync status</h1><p class="muted">as of {_e(now)} UTC</p>'
         f"<h2>Accounts</h2>{accounts}"
+        f"<h2>Shared Unisender lists</h2>{shared}"
         f"<h2>Recent sync runs</h2>{runs}"
         f"<h2>Queues</h2>{queues}"
         f"<h2>Buried jobs</h2>{parked}"
