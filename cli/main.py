@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import accounts, demo, lists, ops, security, sync, widget
+from cli import accounts, capacity, demo, lists, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -21,3 +21,4 @@ sync.register(app)
 widget.register(app)
 security.register(app)
 demo.register(app)
+capacity.register(app)

@@ -11,14 +11,13 @@ from typing import Any
 
 import pymysql
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from shared.db import Database, get_database
 from shared.jobqueue import hostname
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
-from shared.sync_runs import enqueue_reconciles
+from shared.sync_runs import enqueue_due_reconciles
 from shared.tokens import enqueue_expiring_refreshes
 
 log = logging.getLogger("amosync.scheduler")
@@ -77,9 +76,14 @@ def refresh_tokens_job(settings: Settings) -> Any:
     )
 
 
-def reconcile_job(settings: Settings, mode: str) -> Any:
-    interval = settings.reconcile_interval_minutes * 60 if mode == "incremental" else 86400
-    return run_once(f"reconcile-{mode}", interval, lambda: enqueue_reconciles(mode=mode))
+# How often the scheduler asks the planner which reconciles are due; the intervals themselves come
+# from the planner (shared/planner.py), this only bounds how late a due run starts.
+RECONCILE_TICK_MINUTES = 5
+
+
+def reconcile_job(settings: Settings) -> Any:
+    tick = min(RECONCILE_TICK_MINUTES, settings.reconcile_interval_minutes)
+    return run_once("reconcile", tick * 60, enqueue_due_reconciles)
 
 
 def build_scheduler(settings: Settings) -> BlockingScheduler:
@@ -95,16 +99,10 @@ def build_scheduler(settings: Settings) -> BlockingScheduler:
     )
     scheduler.add_job(
         reconcile_job,
-        IntervalTrigger(minutes=settings.reconcile_interval_minutes),
-        args=[settings, "incremental"],
-        id="reconcile-incremental",
-        **common,
-    )
-    scheduler.add_job(
-        reconcile_job,
-        CronTrigger(hour=settings.full_reconcile_hour_utc, minute=0),
-        args=[settings, "full"],
-        id="reconcile-full",
+        IntervalTrigger(minutes=min(RECONCILE_TICK_MINUTES, settings.reconcile_interval_minutes)),
+        args=[settings],
+        id="reconcile",
+        next_run_time=datetime.now(UTC),
         **common,
     )
     return scheduler

@@ -10,10 +10,11 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.amocrm import errors as amo_errors
+from shared import failures
 from shared.clock import iso_utc, utcnow
 from shared.db import Database, Row
 from shared.errors import BadRequest, NotFound
+from shared.failures import AccountStop, Failure
 
 log = logging.getLogger(__name__)
 
@@ -187,44 +188,40 @@ def mark_account_status(
     return changed
 
 
+# From which statuses a refusal may stop an account: a 401 outranks a block (it needs a new
+# install either way), neither overrides `disabled` (the owner uninstalled us).
+_STOPPABLE_FROM: dict[AccountStop, tuple[AccountStatus, ...]] = {
+    "blocked": ("active",),
+    "reauth_required": ("active", "blocked"),
+}
+
+
 def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> bool:
-    """Stop the account if amoCRM refused it for good; True if `exc` was such a refusal.
+    """Apply what the failure means for the account; True if it stops the account.
 
-    403 (`AccountBlocked`) → `blocked`; a 401 that survived a refresh (`Unauthorized`) or a
-    rejected grant (`OAuthRejected`) → `reauth_required`. Neither heals by retrying (reference
-    §1.5, §5: "never retry it in a loop; stop and alert"), and reconciles, refreshes and sync runs
-    skip accounts that are not active, so this is what ends the loop. A new OAuth install sets the
-    account active again.
+    The failure says it (`shared.failures`): `stops_account` errors (a 401 that survived a
+    refresh, a rejected grant) set that status. They do not heal by retrying (reference §1.5),
+    and reconciles, refreshes and sync runs skip accounts that are not active, so this is what
+    ends the loop. A new OAuth install sets the account active again.
 
-    402 (`PaymentRequired`, account unpaid) is not terminal and keeps the status: paying restores
-    access with nothing for anyone to do here, and stopping the account would need a re-install.
-    It pauses scheduled reconciles for `UNPAID_PAUSE` instead (`pause_reconciles`) and returns
-    False. Anything else (transient, 400) returns False and changes nothing.
+    `pauses_reconciles` errors (402, account unpaid) keep the status: paying restores access with
+    nothing for anyone to do here. Scheduled reconciles pause for `UNPAID_PAUSE` instead
+    (`pause_reconciles`) and this returns False. Anything else changes nothing.
     """
-    if isinstance(exc, amo_errors.PaymentRequired):
-        pause_reconciles(db, account_id, f"amoCRM account unpaid (402): {exc}"[:255])
+    decision = failures.decide(exc)
+    if decision.pauses_reconciles:
+        pause_reconciles(db, account_id, decision.reason[:255])
         return False
-    if isinstance(exc, amo_errors.AccountBlocked):
-        status: AccountStatus = "blocked"
-        allowed_from: tuple[AccountStatus, ...] = ("active",)
-        event = "account_blocked"
-        reason = f"amoCRM blocked the account (403): {exc}"
-    elif isinstance(exc, amo_errors.OAuthRejected):
-        status, event = "reauth_required", "account_reauth_required"
-        allowed_from = ("active", "blocked")
-        reason = f"token refresh rejected: {exc.hint or exc}"
-    elif isinstance(exc, amo_errors.Unauthorized):
-        status, event = "reauth_required", "account_reauth_required"
-        allowed_from = ("active", "blocked")
-        reason = f"amoCRM refused the account's tokens (401): {exc}"
-    else:
+    status = decision.stops_account
+    if status is None:
         return False
-    if mark_account_status(db, account_id, status, reason, only_if=allowed_from):
+    reason = decision.reason
+    if mark_account_status(db, account_id, status, reason, only_if=_STOPPABLE_FROM[status]):
         # The alert operators watch for: one line when the account stops, none on repeats.
         log.error(
             "amoCRM refused the account; it is stopped until re-authorized",
             extra={
-                "event": event,
+                "event": f"account_{status}",
                 "account_id": account_id,
                 "status": status,
                 "reason": reason[:300],
@@ -237,10 +234,10 @@ def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> 
 
 @contextmanager
 def amocrm_failures_recorded(db: Database, account_id: int) -> Iterator[None]:
-    """Pass amoCRM errors raised inside through `record_amocrm_failure`, then re-raise them."""
+    """Pass vendor errors raised inside through `record_amocrm_failure`, then re-raise them."""
     try:
         yield
-    except amo_errors.AmoCrmError as exc:
+    except Failure as exc:
         record_amocrm_failure(db, account_id, exc)
         raise
 

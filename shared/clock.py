@@ -27,6 +27,11 @@ def naive_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=None)
 
 
+def aware_utc(value: datetime) -> datetime:
+    """`value` as an aware UTC datetime; a naive value (what MySQL DATETIME returns) is UTC."""
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def iso_utc(value: object) -> str | None:
     """A stored time as ISO 8601 with its offset (`2024-05-01T12:00:00+00:00`); None if not a time.
 
@@ -34,5 +39,4 @@ def iso_utc(value: object) -> str | None:
     """
     if not isinstance(value, datetime):
         return None
-    aware = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return aware.isoformat()
+    return aware_utc(value).isoformat()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import pymysql.cursors
@@ -25,6 +26,13 @@ Params = Sequence[Any] | dict[str, Any] | None
 # Error codes that mean "the connection is gone", not "your SQL is wrong": server restarted (2006),
 # lost mid-query (2013), cannot connect (2003), server shutting down (1053).
 _CONNECTION_LOST = {2003, 2006, 2013, 1053, 4031}
+
+# Error codes that mean "another transaction got in the way; the same work may simply run again":
+# InnoDB chose this transaction as a deadlock victim (1213, already rolled back by the server) or a
+# row lock was not granted in time (1205). Only whole transactions are retried, never a statement.
+_TRANSIENT_CONFLICT = {1213, 1205}
+
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
@@ -111,6 +119,36 @@ class Database:
             raise
         finally:
             cursor.close()
+
+    def run_transaction(
+        self,
+        work: Callable[[pymysql.cursors.DictCursor], T],
+        *,
+        attempts: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
+        """Run `work(cursor)` in one transaction, again from the start if InnoDB aborts it.
+
+        A deadlock (1213) or lock-wait timeout (1205) is not an error in the caller's logic: the
+        server rolled the transaction back and the same work succeeds once the other transaction
+        is through. `work` must therefore only touch the database (no side effects outside it).
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as cursor:
+                    return work(cursor)
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] not in _TRANSIENT_CONFLICT or attempt == attempts:
+                    raise
+                # Jittered, growing pause so the two victims of one deadlock do not collide again.
+                pause = random.uniform(0.005, 0.02) * attempt
+                log.info(
+                    "transaction aborted by mysql (%s), retrying",
+                    exc.args[0],
+                    extra={"attempt": attempt, "pause_s": round(pause, 3)},
+                )
+                sleep(pause)
+        raise AssertionError("unreachable")
 
     def _begin(self) -> Connection[Any]:
         # BEGIN is the first statement to meet a dead connection after a server restart; nothing

@@ -12,14 +12,11 @@ from typing import Any
 import flask
 from werkzeug.exceptions import HTTPException
 
-from shared import errors
-from shared.amocrm import errors as amo_errors
-from shared.crypto import DecryptionFailed
-from shared.db import DatabaseUnavailable, get_database
-from shared.jobqueue import QueueUnavailable, get_queue
+from shared import errors, failures
+from shared.db import get_database
+from shared.jobqueue import get_queue
 from shared.logs import configure_logging, new_request_id, request_id_var
 from shared.settings import get_settings
-from shared.unisender import errors as uni_errors
 
 log = logging.getLogger("amosync.http")
 
@@ -47,34 +44,8 @@ def map_exception(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
         # Flask/werkzeug refusing the request itself (a malformed body read by a handler).
         return exc.code, _HTTP_CODES.get(exc.code, "http_error"), (exc.name or "").lower()
-    if isinstance(exc, DecryptionFailed):
-        # Our misconfiguration, not the caller's: ENCRYPTION_KEY lost the key that wrote the data.
-        return (
-            500,
-            "encryption_key_mismatch",
-            "stored secret cannot be decrypted; check ENCRYPTION_KEY",
-        )
-    if isinstance(exc, DatabaseUnavailable):
-        return 503, "database_unavailable", "the database is unavailable; retry later"
-    if isinstance(exc, QueueUnavailable):
-        return 503, "queue_unavailable", "the queue is unavailable; retry later"
-    if isinstance(exc, amo_errors.AccountBlocked):
-        return 502, "amocrm_account_blocked", "amoCRM blocked this account for the integration"
-    if isinstance(exc, amo_errors.Unauthorized | amo_errors.OAuthRejected):
-        return 502, "amocrm_unauthorized", "amoCRM refused the account's tokens; re-authorize it"
-    if isinstance(exc, amo_errors.RateLimited | amo_errors.Transient):
-        return 503, "amocrm_unavailable", "amoCRM is unavailable or rate limited; retry later"
-    if isinstance(exc, amo_errors.AmoCrmError):
-        return 502, "amocrm_error", f"amoCRM refused the request (HTTP {exc.status})"
-    if isinstance(exc, uni_errors.InvalidApiKey):
-        return 400, "unisender_invalid_api_key", "Unisender rejected the API key"
-    if isinstance(exc, uni_errors.AccessDenied):
-        return 400, "unisender_access_denied", "Unisender denied access for this API key"
-    if isinstance(exc, uni_errors.Transient):
-        return 503, "unisender_unavailable", "Unisender is unavailable; retry later"
-    if isinstance(exc, uni_errors.UnisenderError):
-        return 502, "unisender_error", "Unisender refused the request"
-    return 500, "internal_error", "internal error"
+    # Everything else means what shared.failures says it means (vendor errors, infrastructure).
+    return failures.http_answer(exc)
 
 
 def json_error(status: int, code: str, message: str) -> flask.Response:

@@ -194,6 +194,43 @@ def get_queue() -> Queue:
     return Queue.from_settings(get_settings())
 
 
+@dataclass(frozen=True)
+class RetryBudget:
+    """How long and how often a failed job is retried: the one budget, read by the consumer
+    loop and by handlers that must know when the queue gives up (a sync run marked failed).
+
+    A known-transient failure is retried while the job's age plus the next delay stays within
+    `seconds`; an unexpected exception only `max_attempts` times, so a bug does not spin for hours.
+    """
+
+    max_attempts: int = 8
+    seconds: float = 6 * 3600
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> RetryBudget:
+        s = settings or get_settings()
+        return cls(
+            max_attempts=s.job_max_attempts,
+            seconds=s.job_retry_budget_seconds,
+            backoff_base=s.job_backoff_base_seconds,
+            backoff_max=s.job_backoff_max_seconds,
+        )
+
+    def delay(self, attempts: int, asked: float | None = None) -> int:
+        """Seconds before the next try: what the failure asked for, else capped backoff."""
+        if asked is not None:
+            return int(asked)
+        return backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_max)
+
+    def allows(self, *, attempts: int, age: float, delay: float, transient: bool) -> bool:
+        """True while the queue still retries a job that failed this way."""
+        if transient:
+            return age + delay <= self.seconds
+        return attempts < self.max_attempts
+
+
 @dataclass
 class Delivery(Generic[JobT]):
     """One reserved job handed to a handler; the handler may decide its fate per job."""
@@ -202,12 +239,14 @@ class Delivery(Generic[JobT]):
     job: JobT
     attempts: int
     age: int = 0  # seconds since the job was first put
+    # The consumer hands its budget to each delivery, so a handler and the loop agree on it.
+    budget: RetryBudget = field(default_factory=RetryBudget.from_settings, repr=False)
     raw: RawJob | None = field(default=None, repr=False)
     outcome: str | None = None  # None → delete on success; "retry" or "bury" when decided
     reason: str = ""
     delay: float | None = None
     # A known-transient failure (vendor or infrastructure down) is retried for a time budget;
-    # an unexpected exception only for a number of attempts, so a bug does not spin for hours.
+    # an unexpected exception only for a number of attempts (see RetryBudget).
     transient: bool = True
     _client: Client | None = field(default=None, repr=False)
 
@@ -217,6 +256,16 @@ class Delivery(Generic[JobT]):
 
     def bury(self, reason: str) -> None:
         self.outcome, self.reason = "bury", reason
+
+    def retry_delay(self) -> int:
+        """The delay this delivery is released with: the one asked for, else the backoff."""
+        return self.budget.delay(self.attempts, self.delay)
+
+    def may_retry(self) -> bool:
+        """Whether the queue will release (not bury) this delivery after its retry."""
+        return self.budget.allows(
+            attempts=self.attempts, age=self.age, delay=self.retry_delay(), transient=self.transient
+        )
 
     def touch(self) -> None:
         """Ask for more time to run (the job's TTR restarts)."""
@@ -238,10 +287,7 @@ def backoff_seconds(attempts: int, *, base: float, cap: float) -> int:
 
 @dataclass
 class ConsumerOptions:
-    max_attempts: int = 8
-    retry_budget_seconds: float = 6 * 3600
-    backoff_base: float = 2.0
-    backoff_max: float = 600.0
+    budget: RetryBudget = field(default_factory=RetryBudget)
     batch_size: int = 1
     linger_seconds: float = 0.0
     reserve_timeout: int = 1
@@ -279,11 +325,6 @@ class Consumer(Generic[JobT]):
         """SIGTERM/SIGINT finish the job in hand, then exit (a kill -9 loses nothing either)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
-
-    def backoff(self, attempts: int) -> int:
-        return backoff_seconds(
-            attempts, base=self.options.backoff_base, cap=self.options.backoff_max
-        )
 
     def run(self, *, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
         """Consume until stopped, `max_jobs` handled or idle that long; returns jobs handled."""
@@ -370,7 +411,15 @@ class Consumer(Generic[JobT]):
             client.bury(raw)
             self._record_bury(raw.id, reason, raw.body)
             return None
-        return Delivery(job_id=raw.id, job=job, attempts=attempts, age=age, raw=raw, _client=client)
+        return Delivery(
+            job_id=raw.id,
+            job=job,
+            attempts=attempts,
+            age=age,
+            raw=raw,
+            budget=self.options.budget,
+            _client=client,
+        )
 
     def _record_bury(self, job_id: int, reason: str, body: str) -> None:
         if self.on_bury is None:
@@ -403,13 +452,8 @@ class Consumer(Generic[JobT]):
         for d in batch:
             self._settle(client, d)
 
-    def _retry_delay(self, d: Delivery[JobT]) -> int:
-        return int(d.delay) if d.delay is not None else self.backoff(d.attempts)
-
     def _may_retry(self, d: Delivery[JobT]) -> bool:
-        if d.transient:
-            return d.age + self._retry_delay(d) <= self.options.retry_budget_seconds
-        return d.attempts < self.options.max_attempts
+        return d.may_retry()
 
     def _settle(self, client: Client, d: Delivery[JobT]) -> None:
         request_id_var.set(d.job.request_id)
@@ -420,7 +464,7 @@ class Consumer(Generic[JobT]):
                 self.jobs_done += 1
                 log.info("job done", extra=extra)
             elif d.outcome == "retry" and self._may_retry(d):
-                delay = self._retry_delay(d)
+                delay = d.retry_delay()
                 client.release(d._raw(), priority=DEFAULT_PRIORITY, delay=delay)
                 log.warning(
                     "job released for retry",

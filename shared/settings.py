@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     amocrm_api_url: str | None = None
     amocrm_allowed_domains: str = "amocrm.ru,amocrm.com,kommo.com"
     amocrm_rate_limit_rps: float = 7.0
+    # amoCRM's 7/s names no unit and repeated 429s end in a 403 for the whole IP, so by default
+    # all accounts together get what one account may use. Raise it only if amoCRM confirms more.
+    amocrm_ip_rate_limit_rps: float = Field(default=7.0, gt=0)
+    # Bulk work (full syncs, reconciles) may use this share of the IP budget; the rest is kept for
+    # interactive work (webhook events, widget calls) so a big sync never starves small accounts.
+    amocrm_bulk_share: float = Field(default=0.7, gt=0, le=1)
+    # Names the egress IP these processes send from: every process with the same value shares one
+    # IP budget. A deployment with several egress IPs gives each group of workers its own value.
+    egress_id: str = Field(
+        default="default", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
     # OAuth `state` lifetime: the consent page plus amoCRM's 20-minute code window.
     oauth_state_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
     # A refresh job finding a pair younger than this skips: it is a duplicate of a finished one.
@@ -74,8 +85,15 @@ class Settings(BaseSettings):
     # Scheduler.
     token_refresh_interval_minutes: int = Field(default=60, ge=1)
     token_refresh_horizon_hours: int = Field(default=24, ge=1)
+    # Reconciles (see shared/planner.py): accounts whose webhooks look lost are polled every
+    # RECONCILE_INTERVAL_MINUTES, accounts with healthy webhooks every
+    # RECONCILE_HEALTHY_INTERVAL_MINUTES; each account is fully re-read every
+    # FULL_RECONCILE_EVERY_HOURS at its own time of day. All of it together is planned within
+    # RECONCILE_BUDGET_SHARE of the egress IP's amoCRM budget; beyond that every interval stretches.
     reconcile_interval_minutes: int = Field(default=15, ge=1)
-    full_reconcile_hour_utc: int = Field(default=3, ge=0, le=23)
+    reconcile_healthy_interval_minutes: int = Field(default=360, ge=1)
+    full_reconcile_every_hours: int = Field(default=24, ge=1)
+    reconcile_budget_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("amocrm_api_url")
     @classmethod

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.accounts import reconcile_allowed_sql
-from shared.clock import iso_utc, utcnow
+from shared.clock import aware_utc, aware_utcnow, iso_utc, utcnow
 from shared.db import Database, Row, get_database
 from shared.jobqueue import QueueUnavailable, get_queue
 from shared.jobs import FullSyncJob
+from shared.planner import AccountLoad, PlannerConfig, make_plan
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -140,21 +141,17 @@ def account_watermark(db: Database, account_id: int) -> int | None:
 
 
 def enqueue_reconciles(mode: str = "incremental") -> int:
-    """Queue a reconcile run for every active, connected account; returns how many were queued.
+    """Queue a reconcile run for every active, connected account now; returns how many were queued.
 
-    An account without a finished run has no watermark yet: it gets a full run instead.
+    The operator's "reconcile everything" (and the tests'); the scheduler asks
+    `enqueue_due_reconciles` instead, which follows the planner. An account without a finished
+    run has no watermark yet: it gets a full run instead.
     """
     if mode not in ("incremental", "full"):
         raise ValueError(f"unknown reconcile mode {mode!r}")
     db = get_database()
-    # Accounts whose reconciles are paused (amoCRM answered 402: unpaid) are left out until the
-    # pause ends; a run requested by hand still goes.
-    allowed = reconcile_allowed_sql("a")  # a constant condition of ours, no input in it
-    rows = db.fetch_all(
-        "SELECT a.id FROM accounts a JOIN unisender_settings u ON u.account_id = a.id "  # noqa: S608
-        f"WHERE a.status = 'active' AND u.list_id IS NOT NULL AND {allowed} ORDER BY a.id"
-    )
     queued = 0
+    rows = _reconcilable_accounts(db)
     for row in rows:
         account_id = int(row["id"])
         kind: RunKind = "full"
@@ -164,6 +161,74 @@ def enqueue_reconciles(mode: str = "incremental") -> int:
             queued += 1
     log.info("reconciles queued", extra={"mode": mode, "accounts": len(rows), "queued": queued})
     return queued
+
+
+# An account that received a webhook event this recently has a working subscription: its
+# changes arrive by themselves and polling it rarely is enough.
+WEBHOOK_HEALTHY_WINDOW = timedelta(hours=24)
+
+
+def _reconcilable_accounts(db: Database) -> list[Row]:
+    """Active, connected accounts whose reconciles are not paused, with what the planner needs."""
+    # Accounts whose reconciles are paused (amoCRM answered 402: unpaid) are left out until the
+    # pause ends; a run requested by hand still goes.
+    allowed = reconcile_allowed_sql("a")  # a constant condition of ours, no input in it
+    return db.fetch_all(
+        "SELECT a.id, "  # noqa: S608
+        "(SELECT MAX(r.contacts_seen) FROM sync_runs r WHERE r.account_id = a.id "
+        " AND r.kind = 'full' AND r.status = 'done') AS contacts, "
+        "(SELECT MAX(r.created_at) FROM sync_runs r WHERE r.account_id = a.id "
+        " AND r.kind = 'full') AS last_full, "
+        "(SELECT MAX(r.created_at) FROM sync_runs r WHERE r.account_id = a.id) AS last_run, "
+        "EXISTS (SELECT 1 FROM event_minutes e WHERE e.account_id = a.id "
+        " AND e.minute >= %s) AS webhooks_healthy "
+        "FROM accounts a JOIN unisender_settings u ON u.account_id = a.id "
+        f"WHERE a.status = 'active' AND u.list_id IS NOT NULL AND {allowed} ORDER BY a.id",
+        (utcnow() - WEBHOOK_HEALTHY_WINDOW,),
+    )
+
+
+def _stored_time(value: datetime | None) -> datetime | None:
+    return aware_utc(value) if value is not None else None
+
+
+def enqueue_due_reconciles(now: datetime | None = None) -> dict[str, int]:
+    """Queue the reconciles the planner says are due now (the scheduler's tick).
+
+    Each account gets its full reconcile once per planned period at its own slot of the day, and
+    an incremental one when its poll interval (short if its webhooks look lost, long if healthy)
+    has passed since its last run. Returns counts: accounts, fulls and incrementals queued.
+    """
+    db = get_database()
+    now = aware_utc(now) if now is not None else aware_utcnow()
+    rows = _reconcilable_accounts(db)
+    loads = {
+        int(row["id"]): AccountLoad(
+            int(row["id"]), int(row["contacts"] or 0), bool(row["webhooks_healthy"])
+        )
+        for row in rows
+    }
+    plan = make_plan(list(loads.values()), PlannerConfig.from_settings(get_settings()))
+    counts = {"accounts": len(rows), "full": 0, "incremental": 0}
+    for row in rows:
+        load = loads[int(row["id"])]
+        kind: RunKind | None = None
+        if plan.full_due(load.account_id, _stored_time(row["last_full"]), now):
+            kind = "full"
+        elif plan.poll_due(load, _stored_time(row["last_run"]), now):
+            has_watermark = account_watermark(db, load.account_id) is not None
+            kind = "incremental" if has_watermark else "full"
+        if kind and request_sync(db, load.account_id, kind=kind, requested_by="scheduler").created:
+            counts[kind] += 1
+    log.info(
+        "due reconciles queued",
+        extra={
+            **counts,
+            "stretch": round(plan.stretch, 2),
+            "planned_per_day": plan.planned_per_day,
+        },
+    )
+    return counts
 
 
 def finish_run(db: Database, run_id: int, status: str, error: str | None) -> None:

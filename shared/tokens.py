@@ -25,7 +25,7 @@ from shared.crypto import get_secret_box
 from shared.db import Database, get_database
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
-from shared.ratelimit import MySqlThrottle
+from shared.ratelimit import Budget, MySqlThrottle
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -209,16 +209,37 @@ class DbTokenProvider:
         return stored.access_token.get_secret_value()
 
 
-def amocrm_client_for(account: AccountRow, *, db: Database | None = None) -> AmoCrmClient:
-    """An amoCRM client for this account with DB-backed tokens and the account's throttle."""
+def amocrm_budgets(account_id: int, settings: Settings, *, bulk: bool) -> list[Budget]:
+    """The request budgets one amoCRM call of this account must fit, shared by every process.
+
+    The account's own (AMOCRM_RATE_LIMIT_RPS), the egress IP's across all accounts
+    (AMOCRM_IP_RATE_LIMIT_RPS) and, for bulk work, the bulk lane's share of the IP budget.
+    """
+    egress = settings.egress_id
+    budgets = [
+        Budget(str(account_id), settings.amocrm_rate_limit_rps),
+        Budget(f"egress:{egress}", settings.amocrm_ip_rate_limit_rps),
+    ]
+    if bulk:
+        bulk_rate = settings.amocrm_ip_rate_limit_rps * settings.amocrm_bulk_share
+        budgets.append(Budget(f"egress-bulk:{egress}", bulk_rate))
+    return budgets
+
+
+def amocrm_client_for(
+    account: AccountRow, *, db: Database | None = None, bulk: bool = False
+) -> AmoCrmClient:
+    """An amoCRM client for this account with DB-backed tokens and the shared throttle.
+
+    `bulk` for full syncs and reconciles: they get at most AMOCRM_BULK_SHARE of the IP budget.
+    """
     settings = get_settings()
     database = db or get_database()
     base_url = settings.amocrm_api_url or f"https://{account.host}"
     return AmoCrmClient(
         base_url,
         DbTokenProvider(database, build_oauth(settings), account),
-        # One request schedule per account, shared by every process that calls amoCRM for it.
-        throttle=MySqlThrottle(database, str(account.id), settings.amocrm_rate_limit_rps),
+        throttle=MySqlThrottle(database, amocrm_budgets(account.id, settings, bulk=bulk)),
     )
 
 

@@ -14,7 +14,7 @@ from shared.consumers.contact_events import handle_event_batch
 from shared.consumers.full_sync import handle_sync_batch
 from shared.consumers.token_refresh import handle_refresh_batch
 from shared.db import Database, get_database
-from shared.jobqueue import Consumer, ConsumerOptions, get_queue, hostname
+from shared.jobqueue import Consumer, ConsumerOptions, RetryBudget, get_queue, hostname
 from shared.jobs import ContactEventsJob, FullSyncJob, Job, RefreshTokenJob
 from shared.settings import get_settings
 
@@ -176,10 +176,7 @@ def build_consumer(type_name: str, *, name: str | None = None) -> Consumer[Any]:
     worker_name = name or f"{hostname()}-{os.getpid()}"
     registry.started(type_name, worker_name)
     options = ConsumerOptions(
-        max_attempts=settings.job_max_attempts,
-        retry_budget_seconds=settings.job_retry_budget_seconds,
-        backoff_base=settings.job_backoff_base_seconds,
-        backoff_max=settings.job_backoff_max_seconds,
+        budget=RetryBudget.from_settings(settings),
         batch_size=worker_type.batch_size,
         linger_seconds=worker_type.linger_seconds,
     )

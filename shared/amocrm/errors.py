@@ -6,9 +6,18 @@ from typing import Any
 
 import requests
 
+from shared.failures import Failure, HttpAnswer, Scope
 
-class AmoCrmError(Exception):
-    """Any failure talking to amoCRM."""
+_UNAVAILABLE = HttpAnswer(
+    503, "amocrm_unavailable", "amoCRM is unavailable or rate limited; retry later"
+)
+
+
+class AmoCrmError(Failure):
+    """Any failure talking to amoCRM; the class attributes say what it means (shared.failures)."""
+
+    summary = "amoCRM refused"
+    http = HttpAnswer(502, "amocrm_error", "amoCRM refused the request")
 
     def __init__(
         self,
@@ -23,13 +32,31 @@ class AmoCrmError(Exception):
         self.request_id = request_id
         self.body = body
 
+    def http_answer(self) -> HttpAnswer:
+        if type(self).http is not AmoCrmError.http:
+            return self.http
+        return self.http._replace(message=f"{self.http.message} (HTTP {self.status})")
+
 
 class Unauthorized(AmoCrmError):
     """401 that survived one refresh: the account must be re-authorized."""
 
+    scope = Scope.ACCOUNT
+    stops_account = "reauth_required"
+    summary = "amoCRM refused the account's tokens (401): re-authorize, then replay"
+    http = HttpAnswer(
+        502, "amocrm_unauthorized", "amoCRM refused the account's tokens; re-authorize it"
+    )
+
 
 class RateLimited(AmoCrmError):
     """429 that we did not wait out in-process; reschedule after `retry_after` seconds."""
+
+    retriable = True
+    scope = Scope.ACCOUNT
+    default_retry_after = 5.0
+    summary = "amoCRM rate limit"
+    http = _UNAVAILABLE
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -39,9 +66,20 @@ class RateLimited(AmoCrmError):
 class AccountBlocked(AmoCrmError):
     """403: amoCRM blocked the account for this integration; it does not heal by retrying."""
 
+    scope = Scope.ACCOUNT
+    stops_account = "blocked"
+    summary = "amoCRM blocked the account (403): re-authorize once lifted, then replay"
+    http = HttpAnswer(
+        502, "amocrm_account_blocked", "amoCRM blocked this account for the integration"
+    )
+
 
 class PaymentRequired(AmoCrmError):
-    """402: the amoCRM account is not paid."""
+    """402: the amoCRM account is not paid; paying restores access, so reconciles only pause."""
+
+    scope = Scope.ACCOUNT
+    pauses_reconciles = True
+    summary = "amoCRM account unpaid (402): replay once it is paid"
 
 
 class NotFound(AmoCrmError):
@@ -55,13 +93,26 @@ class BadRequest(AmoCrmError):
 class Transient(AmoCrmError):
     """5xx, timeout or connection failure: worth retrying later."""
 
+    retriable = True
+    scope = Scope.ACCOUNT
+    summary = "amoCRM unavailable"
+    http = _UNAVAILABLE
+
 
 class OAuthRejected(AmoCrmError):
     """4xx from the token endpoint: terminal, the account needs re-authorization."""
 
+    scope = Scope.ACCOUNT
+    stops_account = "reauth_required"
+    summary = "token refresh rejected: re-authorize, then replay"
+    http = Unauthorized.http
+
     def __init__(self, message: str, *, hint: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.hint = hint
+
+    def detail(self) -> str:
+        return self.hint or str(self)
 
 
 class OAuthTransient(Transient):

@@ -15,15 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import pymysql
-
+from shared import failures
 from shared.accounts import AccountRow, get_account, record_amocrm_failure
-from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import AmoCrmClient
 from shared.clock import utcnow
 from shared.contacts import resolve_enum_codes, select_emails
-from shared.db import Database, DatabaseUnavailable, get_database
-from shared.jobqueue import Delivery, PoisonJob, RetryJob
+from shared.db import Database, get_database
+from shared.failures import Scope
+from shared.jobqueue import Delivery, PoisonJob
 from shared.jobs import ContactEvent, ContactEventsJob
 from shared.sync import (
     ApplyResult,
@@ -33,7 +32,6 @@ from shared.sync import (
     state_from_contact,
 )
 from shared.tokens import amocrm_client_for
-from shared.unisender import errors as uni_errors
 from shared.unisender_link import get_unisender_link, unisender_client_for
 
 log = logging.getLogger(__name__)
@@ -46,18 +44,7 @@ TOUCH_INTERVAL_SECONDS = 5.0
 class AccountGone(PoisonJob):
     """The account no longer exists here: every job of it would fail the same way."""
 
-
-# Failures that are the account's, not one event's: retrying jobs one by one cannot help.
-_ACCOUNT_WIDE = (
-    AccountGone,
-    uni_errors.InvalidApiKey,
-    uni_errors.AccessDenied,
-    uni_errors.NotEnoughMoney,
-    amo_errors.Unauthorized,
-    amo_errors.OAuthRejected,
-    amo_errors.AccountBlocked,
-    amo_errors.PaymentRequired,
-)
+    scope = Scope.ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -118,9 +105,11 @@ def settle_account_jobs(
         return
     except Exception as exc:  # one account's trouble never settles another's jobs
         _record_account_failure(db, account_id, exc)
-        decision = classify_failure(exc)
-        one_job_at_fault = not isinstance(exc, _ACCOUNT_WIDE)
-        if isinstance(decision, PoisonJob) and len(deliveries) > 1 and one_job_at_fault:
+        decision = failures.decide(exc)
+        outcome = failures.job_outcome(exc)
+        # Only a failure of one row's data is worth bisecting: an account-wide one (its key, its
+        # tokens) or an egress-wide one would fail every job the same way.
+        if isinstance(outcome, PoisonJob) and len(deliveries) > 1 and decision.scope is Scope.ROW:
             log.warning(
                 "account events failed together: applying them one by one",
                 extra={"account_id": account_id, "jobs": len(deliveries)},
@@ -129,64 +118,31 @@ def settle_account_jobs(
                 settle_account_jobs(db, account_id, [delivery])
             return
         for delivery in deliveries:
-            if isinstance(decision, PoisonJob):
-                delivery.bury(decision.reason)
+            if isinstance(outcome, PoisonJob):
+                delivery.bury(outcome.reason)
             else:
-                delivery.retry(decision.reason, delay=decision.delay)
+                delivery.retry(outcome.reason, delay=outcome.delay)
         log.warning(
             "account events not applied",
             extra={
                 "account_id": account_id,
                 "jobs": len(deliveries),
                 "job_ids": [d.job_id for d in deliveries][:20],
-                "outcome": "bury" if isinstance(decision, PoisonJob) else "retry",
-                "reason": decision.reason[:300],
+                "outcome": "bury" if isinstance(outcome, PoisonJob) else "retry",
+                "reason": outcome.reason[:300],
             },
-            exc_info=not isinstance(exc, RetryJob | PoisonJob | uni_errors.Transient),
+            exc_info=not decision.known,
         )
 
 
 def _record_account_failure(db: Database, account_id: int, exc: BaseException) -> None:
-    """A 403/401 stops the account (402 pauses its reconciles), as full sync and refresh do."""
+    """A refusal that stops the account (or pauses its reconciles) is recorded, as elsewhere."""
     try:
         record_amocrm_failure(db, account_id, exc)
     except Exception:  # the jobs are settled regardless; the next refusal records it again
         log.warning(
             "could not record the amoCRM refusal", extra={"account_id": account_id}, exc_info=True
         )
-
-
-def classify_failure(exc: BaseException) -> RetryJob | PoisonJob:
-    """Transient trouble → retry with backoff; what can never succeed as it is → bury."""
-    if isinstance(exc, RetryJob | PoisonJob):
-        return exc
-    if isinstance(exc, uni_errors.RateLimited):
-        return RetryJob("Unisender rate limit", delay=60)
-    if isinstance(exc, uni_errors.Transient):
-        return RetryJob(f"Unisender unavailable: {exc}")
-    if isinstance(exc, uni_errors.InvalidApiKey | uni_errors.AccessDenied):
-        return PoisonJob("Unisender rejected the account's API key: reconnect the widget, replay")
-    if isinstance(exc, uni_errors.UnisenderError):
-        return PoisonJob(f"Unisender refused: {exc}")
-    if isinstance(exc, amo_errors.RateLimited):
-        return RetryJob("amoCRM rate limit", delay=exc.retry_after or 5)
-    if isinstance(exc, amo_errors.Transient):
-        return RetryJob(f"amoCRM unavailable: {exc}")
-    if isinstance(exc, amo_errors.Unauthorized | amo_errors.OAuthRejected):
-        return PoisonJob("amoCRM refused the account's tokens: re-authorize, then replay")
-    if isinstance(exc, amo_errors.AccountBlocked):
-        return PoisonJob("amoCRM blocked the account (403): re-authorize once lifted, then replay")
-    if isinstance(exc, amo_errors.PaymentRequired):
-        return PoisonJob("amoCRM account unpaid (402): replay once it is paid")
-    if isinstance(exc, amo_errors.AmoCrmError):
-        return PoisonJob(f"amoCRM refused: {type(exc).__name__}: {exc}")
-    if isinstance(exc, DatabaseUnavailable):
-        return RetryJob("database unavailable")
-    if isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError):
-        # The event's data does not fit the schema (an id past BIGINT, ...): it never will.
-        # Only the error code: MySQL's message may quote the value (personal data).
-        return PoisonJob(f"database refused the event's data: {type(exc).__name__} {exc.args[0]}")
-    return RetryJob(f"{type(exc).__name__}: {exc}")
 
 
 def timed_events(jobs: Sequence[ContactEventsJob]) -> list[_Timed]:

@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 
 import greenstalk
 
+from shared import failures
 from shared.accounts import (
     AccountRow,
     get_account,
     record_amocrm_failure,
 )
-from shared.amocrm import errors as amo_errors
 from shared.amocrm.client import MAX_PAGE, AmoCrmClient
 from shared.amocrm.models import Contact
 from shared.clock import utcnow
 from shared.contacts import load_enum_codes
 from shared.db import Database, Row, get_database
-from shared.jobqueue import Delivery, RetryJob, backoff_seconds
+from shared.failures import Failure
+from shared.jobqueue import Delivery, RetryJob
 from shared.jobs import FullSyncJob
 from shared.list_binding import sync_refusal
 from shared.prefetch import read_ahead
@@ -50,7 +51,6 @@ from shared.sync_runs import (
     record_run_error,
 )
 from shared.tokens import amocrm_client_for
-from shared.unisender import errors as uni_errors
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import UnisenderLink, get_unisender_link, unisender_client_for
 
@@ -76,12 +76,10 @@ def run_lock_name(db: Database, account_id: int) -> str:
 def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
     """Worker type `full-sync`: run each job's sync to the end (or to its next retry).
 
-    A run is marked failed exactly when the queue stops retrying its job: a known-transient
-    failure (RetryJob) when the job's retry budget cannot cover the next delay, an unexpected
-    exception after JOB_MAX_ATTEMPTS (the consumer's own rules, see shared.jobqueue).
+    A run is marked failed exactly when the queue stops retrying its job: the delivery's
+    `RetryBudget` (the consumer's own) answers both.
     """
     db = get_database()
-    settings = get_settings()
     for delivery in batch:
         job = delivery.job
         try:
@@ -92,34 +90,28 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
             log.info("sync run busy elsewhere", extra={"run_id": job.run_id, "delay": exc.delay})
             delivery.retry(exc.reason, delay=exc.delay)
         except RetryJob as exc:
-            # The delay is chosen here, not by the consumer, so both sides agree on the give-up.
-            delay = int(exc.delay) if exc.delay is not None else _backoff(delivery.attempts)
-            record_run_error(db, job.run_id, exc.reason)
-            if delivery.age + delay > settings.job_retry_budget_seconds:
-                finish_run(
-                    db,
-                    job.run_id,
-                    FAILED,
-                    f"gave up after {delivery.attempts} attempts in {delivery.age} s: {exc.reason}",
-                )
-            delivery.retry(exc.reason, delay=delay)
+            # The delay is fixed here, not left to the consumer, so the run's give-up and the
+            # queue's (the delivery's RetryBudget) are the same decision.
+            delivery.retry(exc.reason, delay=delivery.budget.delay(delivery.attempts, exc.delay))
+            _record_retry(db, delivery)
         except Exception as exc:
             log.exception("sync run failed unexpectedly", extra={"run_id": job.run_id})
-            reason = f"{type(exc).__name__}: {exc}"
-            record_run_error(db, job.run_id, reason)
-            if delivery.attempts >= settings.job_max_attempts:
-                finish_run(
-                    db, job.run_id, FAILED, f"gave up after {delivery.attempts} attempts: {reason}"
-                )
-            delivery.retry(reason, transient=False)
+            delivery.retry(f"{type(exc).__name__}: {exc}", transient=False)
+            _record_retry(db, delivery)
 
 
-def _backoff(attempts: int) -> int:
-    """The consumer's backoff for this attempt with the settings its workers run with."""
-    settings = get_settings()
-    return backoff_seconds(
-        attempts, base=settings.job_backoff_base_seconds, cap=settings.job_backoff_max_seconds
-    )
+def _record_retry(db: Database, delivery: Delivery[FullSyncJob]) -> None:
+    """Keep the run's last error; mark it failed when the queue will not retry its job again."""
+    run_id = delivery.job.run_id
+    record_run_error(db, run_id, delivery.reason)
+    if not delivery.may_retry():
+        spent = f" in {delivery.age} s" if delivery.transient else ""
+        finish_run(
+            db,
+            run_id,
+            FAILED,
+            f"gave up after {delivery.attempts} attempts{spent}: {delivery.reason}",
+        )
 
 
 def _lease_keeper(delivery: Delivery[FullSyncJob]) -> Callable[[], None]:
@@ -194,26 +186,22 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
         (RUNNING, utcnow(), job.run_id),
     )
     try:
-        amo = amocrm_client_for(account)
+        amo = amocrm_client_for(account, bulk=True)
         with unisender_client_for(link) as uni:
             runner = _Runner(db, account, link, amo, uni, job.run_id, keep_alive)
             if job.mode == "full":
                 runner.run_full(start_page=int(run["checkpoint_page"] or 0) + 1)
             else:
                 runner.run_incremental(account_watermark(db, account.id) or 0)
-    except (amo_errors.RateLimited, amo_errors.Transient) as exc:
-        delay = getattr(exc, "retry_after", None)
-        raise RetryJob(f"amoCRM: {type(exc).__name__}: {exc}", delay=delay) from exc
-    except amo_errors.AmoCrmError as exc:
-        # 401 after a refresh, 402, 403 (blocked), 400: repeating the run cannot help. 403 and
-        # 401 stop the account too, or every reconcile would queue a run that meets them again.
+    except Failure as exc:
+        decision = failures.decide(exc)
+        if decision.retriable:
+            raise RetryJob(decision.reason, delay=decision.delay) from exc
+        # 401 after a refresh, 402, 403, 400, a rejected Unisender key: repeating the run cannot
+        # help. A refusal that stops the account is recorded, or every reconcile would queue a
+        # run that meets it again.
         record_amocrm_failure(db, account.id, exc)
-        finish_run(db, job.run_id, FAILED, f"amoCRM refused: {type(exc).__name__}: {exc}")
-        return
-    except uni_errors.Transient as exc:
-        raise RetryJob(f"Unisender: {type(exc).__name__}: {exc}") from exc
-    except uni_errors.UnisenderError as exc:
-        finish_run(db, job.run_id, FAILED, f"Unisender refused: {type(exc).__name__}: {exc}")
+        finish_run(db, job.run_id, FAILED, decision.reason)
         return
     finish_run(db, job.run_id, DONE, None)
 

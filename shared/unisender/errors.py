@@ -5,11 +5,14 @@ from __future__ import annotations
 import html
 import re
 
+from shared.failures import Failure, HttpAnswer, Scope
 
-class UnisenderError(Exception):
-    """Any failure talking to Unisender; `transient` says whether a retry may help."""
 
-    transient = False
+class UnisenderError(Failure):
+    """Any failure talking to Unisender; the class attributes say what it means."""
+
+    summary = "Unisender refused"
+    http = HttpAnswer(502, "unisender_error", "Unisender refused the request")
 
     def __init__(self, message: str, *, code: str = "unspecified", method: str = "") -> None:
         super().__init__(message)
@@ -25,9 +28,17 @@ class UnisenderError(Exception):
 class InvalidApiKey(UnisenderError):
     """The API key is wrong: alert the account owner, never retry."""
 
+    scope = Scope.ACCOUNT
+    summary = "Unisender rejected the account's API key: reconnect the widget, replay"
+    http = HttpAnswer(400, "unisender_invalid_api_key", "Unisender rejected the API key")
+
 
 class AccessDenied(UnisenderError):
     """API access is disabled for the account or the method is not permitted."""
+
+    scope = Scope.ACCOUNT
+    summary = InvalidApiKey.summary
+    http = HttpAnswer(400, "unisender_access_denied", "Unisender denied access for this API key")
 
 
 class InvalidArgument(UnisenderError):
@@ -41,6 +52,8 @@ class UnknownMethod(UnisenderError):
 class NotEnoughMoney(UnisenderError):
     """The Unisender account balance is too low."""
 
+    scope = Scope.ACCOUNT
+
 
 class NotFound(UnisenderError):
     """`unspecified` with a 'not found' message, e.g. 'Contact "x" not found' from exclude."""
@@ -49,7 +62,10 @@ class NotFound(UnisenderError):
 class Transient(UnisenderError):
     """HTTP non-2xx, timeouts, connection errors, non-JSON bodies: retry with backoff."""
 
-    transient = True
+    retriable = True
+    scope = Scope.ACCOUNT
+    summary = "Unisender unavailable"
+    http = HttpAnswer(503, "unisender_unavailable", "Unisender is unavailable; retry later")
 
 
 class RetryLater(Transient):
@@ -58,6 +74,10 @@ class RetryLater(Transient):
 
 class RateLimited(Transient):
     """`api_call_limit_exceeded_for_api_key` / `_for_ip`: pause about a minute, then retry."""
+
+    # The block's duration is undocumented; the docs advise about a minute.
+    default_retry_after = 60.0
+    summary = "Unisender rate limit"
 
 
 _BY_CODE: dict[str, type[UnisenderError]] = {

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from shared import sync_runs
 from shared.accounts import get_account, mark_account_status
 from shared.clock import utcnow
 from shared.db import Database, get_database
-from shared.jobqueue import Consumer, ConsumerOptions, Delivery, get_queue
+from shared.jobqueue import Consumer, ConsumerOptions, Delivery, RetryBudget, get_queue
 from shared.jobs import FullSyncJob
 from shared.prefetch import PREFETCH_PAGES
 from shared.settings import get_settings
@@ -519,7 +519,7 @@ def test_a_transient_failure_fails_the_run_when_the_queue_gives_up_on_its_job(
         get_queue(),
         FullSyncJob,
         fullsync.handle_sync_batch,
-        options=ConsumerOptions(retry_budget_seconds=budget),
+        options=ConsumerOptions(budget=RetryBudget(seconds=budget)),
     )
     assert consumer._may_retry(within) and not consumer._may_retry(beyond)
 
@@ -605,3 +605,73 @@ def test_scheduled_reconciles_leave_out_a_paused_account_until_its_pause_ends(
     )
     sync_runs.enqueue_reconciles(mode="incremental")
     assert len(_reconcile_runs(acc.account_id)) == 1
+
+
+def _run_due(account_id: int, now: Any) -> str | None:
+    """One scheduler tick at `now`; runs the account's queued run, returns its kind (or None)."""
+    db = get_database()
+    before = sync_runs.latest_sync_run(db, account_id)
+    sync_runs.enqueue_due_reconciles(now=now)
+    run = sync_runs.latest_sync_run(db, account_id)
+    assert run is not None and before is not None
+    if run["id"] == before["id"]:
+        return None
+    fullsync.handle_sync_batch([Delivery(job_id=1, job=_take_job(run["id"]), attempts=1)])
+    return str(run["kind"])
+
+
+def test_planned_reconciles_poll_lost_webhooks_often_healthy_ones_rarely(env: Sandboxes) -> None:
+    from shared.planner import PlannerConfig, make_plan
+
+    acc = connect(env, contacts=2)
+    assert run_sync(acc.account_id)["status"] == "done"
+    # The scheduler's clock starts a minute after the account's daily full-reconcile slot, and
+    # its full run is dated then: no full falls due in the hours this test looks at.
+    plan = make_plan([], PlannerConfig.from_settings(get_settings()))
+    now = utcnow().replace(tzinfo=UTC)
+    start = plan.last_full_slot(acc.account_id, now) + timedelta(days=1, minutes=1)
+    get_database().execute(
+        "UPDATE sync_runs SET created_at = %s WHERE account_id = %s",
+        (start.replace(tzinfo=None), acc.account_id),
+    )
+    # Just after a full run nothing is due.
+    assert _run_due(acc.account_id, start) is None
+    # No webhook event ever arrived: its webhooks may be lost, so it is polled after 15 minutes.
+    assert _run_due(acc.account_id, start + timedelta(minutes=16)) == "incremental"
+    get_database().execute(
+        "UPDATE sync_runs SET created_at = %s WHERE account_id = %s AND kind = 'incremental'",
+        ((start + timedelta(minutes=16)).replace(tzinfo=None), acc.account_id),
+    )
+    # Webhook events arrive: it is healthy now, and 17 more minutes are not enough any more…
+    get_database().execute(
+        "INSERT INTO event_minutes (account_id, minute, events) VALUES (%s, %s, 1)",
+        (acc.account_id, utcnow().replace(second=0, microsecond=0)),
+    )
+    assert _run_due(acc.account_id, start + timedelta(minutes=33)) is None
+    # …its polls come every RECONCILE_HEALTHY_INTERVAL_MINUTES (6 hours).
+    assert _run_due(acc.account_id, start + timedelta(hours=6, minutes=20)) == "incremental"
+
+
+def test_planned_full_reconcile_comes_once_a_day_at_the_accounts_own_slot(env: Sandboxes) -> None:
+    from shared.planner import PlannerConfig, make_plan
+
+    acc = connect(env, contacts=2)
+    assert run_sync(acc.account_id)["status"] == "done"
+    plan = make_plan([], PlannerConfig.from_settings(get_settings()))
+    now = utcnow().replace(tzinfo=UTC)
+    slot = plan.last_full_slot(acc.account_id, now) + timedelta(days=1)
+
+    def runs_were_at(when: Any) -> None:
+        get_database().execute(
+            "UPDATE sync_runs SET created_at = %s WHERE account_id = %s",
+            (when.replace(tzinfo=None), acc.account_id),
+        )
+
+    # Its last full ran two hours before its slot: a minute before the slot only a poll is due…
+    runs_were_at(slot - timedelta(hours=2))
+    assert _run_due(acc.account_id, slot - timedelta(minutes=1)) == "incremental"
+    runs_were_at(slot - timedelta(minutes=1))
+    # …a minute after it, the full reconcile; and once that ran, nothing more.
+    assert _run_due(acc.account_id, slot + timedelta(minutes=1)) == "full"
+    runs_were_at(slot + timedelta(minutes=1))
+    assert _run_due(acc.account_id, slot + timedelta(minutes=2)) is None

@@ -12,7 +12,15 @@ import pytest
 
 from shared.crypto import SecretBox, get_secret_box
 from shared.db import Database, get_database
-from shared.jobqueue import Consumer, ConsumerOptions, Delivery, PoisonJob, RetryJob, get_queue
+from shared.jobqueue import (
+    Consumer,
+    ConsumerOptions,
+    Delivery,
+    PoisonJob,
+    RetryBudget,
+    RetryJob,
+    get_queue,
+)
 from shared.jobs import RefreshTokenJob
 
 pytestmark = pytest.mark.integration
@@ -85,7 +93,8 @@ def test_reconnects_after_connection_is_killed(db: Database) -> None:
 
 
 def _consumer(handler, **opts) -> Consumer[RefreshTokenJob]:  # type: ignore[no-untyped-def]
-    options = ConsumerOptions(max_attempts=3, backoff_base=0.01, backoff_max=0.01, **opts)
+    budget = RetryBudget(max_attempts=3, backoff_base=0.01, backoff_max=0.01)
+    options = ConsumerOptions(budget=budget, **opts)
     return Consumer(get_queue(), RefreshTokenJob, handler, options=options)
 
 
@@ -182,7 +191,7 @@ def test_transient_failures_retry_past_max_attempts_until_the_time_budget(beanst
         raise RetryJob("Unisender down", delay=0)
 
     options = ConsumerOptions(
-        max_attempts=3, retry_budget_seconds=2, backoff_base=0.01, backoff_max=0.01
+        budget=RetryBudget(max_attempts=3, seconds=2, backoff_base=0.01, backoff_max=0.01)
     )
     Consumer(get_queue(), RefreshTokenJob, handle, options=options).run(idle_exit_seconds=4)
     # An outage is not a bug: it outlives the attempt limit, and only the budget buries it.
