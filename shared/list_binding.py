@@ -146,7 +146,9 @@ def sync_refusal(db: Database, *, account_id: int, api_key: str, list_id: int) -
         with db.transaction() as cur:
             claim_list(cur, account_id=account_id, fingerprint=fingerprint, list_id=list_id)
     except ListTaken as exc:
-        return f"{exc.message} Split it: amosync lists split <this account's name>"
+        row = db.fetch_one("SELECT name FROM accounts WHERE id = %s", (account_id,))
+        name = row["name"] if row else str(account_id)
+        return f"{exc.message} Split it: amosync lists split {name}"
     return None
 
 

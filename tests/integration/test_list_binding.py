@@ -136,7 +136,8 @@ def test_a_shared_list_is_reported_refused_by_full_sync_and_split(
     holder.uni.exclude(shared_address, [holder.list_id])
     refused = run_sync(other.id)
     assert refused["status"] == "failed"
-    assert str(holder.account_id) in refused["error"] and "split" in refused["error"]
+    assert str(holder.account_id) in refused["error"]
+    assert f"amosync lists split {other.name}" in refused["error"]
     assert "b1@example.com" not in holder.list_emails()
 
     result = widget_connect.split_shared_list(db, other)
