@@ -162,7 +162,7 @@ def contacts(
     page, pages, total = cursor, 0, 0
     while True:
         try:
-            # contacts_page records a 403/401 on the account (blocked / reauth_required).
+            # contacts_page records a 401 on the account (reauth_required); a 403 is a hold.
             body = contacts_page(db, amo, account, page=page, limit=limit)
         except AmoCrmError as exc:
             _fail(f"amoCRM refused page {page}: {type(exc).__name__}: {exc}")
@@ -212,12 +212,15 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "parked": snapshot.parked,
                     "import_errors": snapshot.import_errors,
                     "events_last_hour": sum(n for _, n in snapshot.events_per_minute),
+                    "amocrm_blocks": snapshot.blocks,
                     "shared_lists": [x.as_dict() for x in snapshot.shared_lists],
                 },
                 default=str,
             )
         )
         return
+    for b in snapshot.blocks:  # the operator alert: amoCRM answers 403, traffic is held
+        console.print(f"[red]amoCRM blocks {b['hold']}[/red]: {b['tell_support']}")
     accounts = Table("account", "id", "status", "token expires (UTC)", "list", "members", "failed")
     for a in snapshot.accounts:
         accounts.add_row(

@@ -14,11 +14,12 @@ from shared import failures
 from shared.clock import iso_utc, utcnow
 from shared.db import Database, Row
 from shared.errors import BadRequest, NotFound
-from shared.failures import AccountStop, Failure
+from shared.failures import Failure
 
 log = logging.getLogger(__name__)
 
-AccountStatus = Literal["active", "reauth_required", "disabled", "blocked"]
+# No `blocked`: a 403 is a block of our IP or the account that heals by itself (shared.blocks).
+AccountStatus = Literal["active", "reauth_required", "disabled"]
 STATUSES: tuple[str, ...] = get_args(AccountStatus)
 
 # Interpolated into SQL below: a constant, never input (hence the S608 waivers).
@@ -188,14 +189,6 @@ def mark_account_status(
     return changed
 
 
-# From which statuses a refusal may stop an account: a 401 outranks a block (it needs a new
-# install either way), neither overrides `disabled` (the owner uninstalled us).
-_STOPPABLE_FROM: dict[AccountStop, tuple[AccountStatus, ...]] = {
-    "blocked": ("active",),
-    "reauth_required": ("active", "blocked"),
-}
-
-
 def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> bool:
     """Apply what the failure means for the account; True if it stops the account.
 
@@ -216,7 +209,8 @@ def record_amocrm_failure(db: Database, account_id: int, exc: BaseException) -> 
     if status is None:
         return False
     reason = decision.reason
-    if mark_account_status(db, account_id, status, reason, only_if=_STOPPABLE_FROM[status]):
+    # Never over `disabled`: the owner uninstalled us, a stale refusal changes nothing.
+    if mark_account_status(db, account_id, status, reason, only_if=("active",)):
         # The alert operators watch for: one line when the account stops, none on repeats.
         log.error(
             "amoCRM refused the account; it is stopped until re-authorized",

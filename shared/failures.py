@@ -7,8 +7,10 @@ one row, one account, or every tenant behind our egress IP), what it does to the
 (`stops_account`, `pauses_reconciles`) and what an HTTP caller is told (`http`). `decide` reads
 those attributes, and nothing else re-derives them: the consumers turn a `Decision` into a retry
 or a bury (`job_outcome`), `shared.http` into a status code (`http_answer`), `shared.accounts`
-into an account status. A new retry rule goes here; a new vendor error goes into its vendor's
-`errors.py`, with its attributes.
+into an account status. A retriable failure of the whole egress (a 429, a 403 block, Unisender's
+per-IP limit) defers the job: it waits without spending its retry budget (`Decision.defers`);
+how long and how often other jobs are retried is the one `shared.jobqueue.RetryBudget`. A new
+retry rule goes here; a new vendor error goes into its vendor's `errors.py`, with its attributes.
 
 Errors that are not a vendor's (the database or the queue down, a row MySQL refuses) get their
 meaning from the small table `_OTHERS` below, because their classes are not ours to annotate.
@@ -36,7 +38,8 @@ class Scope(StrEnum):
 
 
 # What a failure may do to the account's status (see shared.accounts.record_amocrm_failure).
-AccountStop = Literal["reauth_required", "blocked"]
+# Only a refused authorization stops an account: a 403 block heals by itself (shared.blocks).
+AccountStop = Literal["reauth_required"]
 
 
 class HttpAnswer(NamedTuple):
@@ -91,6 +94,11 @@ class Decision:
     pauses_reconciles: bool = False
     http: HttpAnswer = INTERNAL
     known: bool = True  # False for an exception nobody classified (a bug): log its traceback
+
+    @property
+    def defers(self) -> bool:
+        """The egress must wait (a 429, a 403 block): the job waits without spending budget."""
+        return self.retriable and self.scope is Scope.EGRESS
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ def job_outcome(exc: BaseException) -> RetryJob | PoisonJob:
         return exc
     decision = decide(exc)
     if decision.retriable:
-        return RetryJob(decision.reason, delay=decision.delay)
+        return RetryJob(decision.reason, delay=decision.delay, deferred=decision.defers)
     return PoisonJob(decision.reason)
 
 

@@ -37,12 +37,17 @@ class QueueUnavailable(Exception):
 
 
 class RetryJob(Exception):
-    """A transient failure: put the job back with a delay (backoff unless one is given)."""
+    """A transient failure: put the job back with a delay (backoff unless one is given).
 
-    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+    `deferred`: nothing is wrong with the job, the vendor asked everyone behind our egress to
+    wait (a 429, a 403 block); the wait does not spend the job's retry budget.
+    """
+
+    def __init__(self, reason: str, *, delay: float | None = None, deferred: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.deferred = deferred
 
 
 class PoisonJob(Exception):
@@ -224,8 +229,12 @@ class RetryBudget:
             return int(asked)
         return backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_max)
 
-    def allows(self, *, attempts: int, age: float, delay: float, transient: bool) -> bool:
+    def allows(
+        self, *, attempts: int, age: float, delay: float, transient: bool, deferred: bool = False
+    ) -> bool:
         """True while the queue still retries a job that failed this way."""
+        if deferred:
+            return True  # waiting out a vendor's pause or block is not a failure of the job
         if transient:
             return age + delay <= self.seconds
         return attempts < self.max_attempts
@@ -248,11 +257,19 @@ class Delivery(Generic[JobT]):
     # A known-transient failure (vendor or infrastructure down) is retried for a time budget;
     # an unexpected exception only for a number of attempts (see RetryBudget).
     transient: bool = True
+    deferred: bool = False  # see RetryJob
     _client: Client | None = field(default=None, repr=False)
 
-    def retry(self, reason: str, *, delay: float | None = None, transient: bool = True) -> None:
+    def retry(
+        self,
+        reason: str,
+        *,
+        delay: float | None = None,
+        transient: bool = True,
+        deferred: bool = False,
+    ) -> None:
         self.outcome, self.reason, self.delay = "retry", reason, delay
-        self.transient = transient
+        self.transient, self.deferred = transient, deferred
 
     def bury(self, reason: str) -> None:
         self.outcome, self.reason = "bury", reason
@@ -264,7 +281,11 @@ class Delivery(Generic[JobT]):
     def may_retry(self) -> bool:
         """Whether the queue will release (not bury) this delivery after its retry."""
         return self.budget.allows(
-            attempts=self.attempts, age=self.age, delay=self.retry_delay(), transient=self.transient
+            attempts=self.attempts,
+            age=self.age,
+            delay=self.retry_delay(),
+            transient=self.transient,
+            deferred=self.deferred,
         )
 
     def touch(self) -> None:
@@ -441,7 +462,7 @@ class Consumer(Generic[JobT]):
         except RetryJob as exc:
             for d in batch:
                 if d.outcome is None:
-                    d.retry(exc.reason, delay=exc.delay)
+                    d.retry(exc.reason, delay=exc.delay, deferred=exc.deferred)
         except Exception as exc:
             log.exception("job handler failed", extra={"tube": self.job_type.tube})
             for d in batch:

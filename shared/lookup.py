@@ -34,7 +34,7 @@ def contacts_page(
 ) -> dict[str, Any]:
     """One amoCRM page of the account's contacts (in id order) with our sync state for each."""
     # Only the first page is taken: the iterator would follow `next` links if asked for more.
-    with amocrm_failures_recorded(db, account.id):  # a 403/401 stops the account
+    with amocrm_failures_recorded(db, account.id):  # a 401 after a refresh stops the account
         pages = amo.iter_contact_pages(limit=limit, order={"id": "asc"}, start_page=page)
         first = next(iter(pages), None)
     contacts = first.contacts if first is not None else []

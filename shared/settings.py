@@ -51,12 +51,19 @@ class Settings(BaseSettings):
     egress_id: str = Field(
         default="default", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$"
     )
+    # A 429 without `retry_after` pauses the egress this long: the conservative reading, since
+    # repeated 429s are what earns a 403 ban.
+    amocrm_rate_limit_pause_seconds: float = Field(default=30.0, gt=0)
+    # A 403 stops every amoCRM request through the egress IP (or the account); one probe is sent
+    # after this many seconds, the interval doubling after each refused probe up to the maximum.
+    amocrm_block_probe_seconds: int = Field(default=60, ge=1)
+    amocrm_block_probe_max_seconds: int = Field(default=3600, ge=1)
     # OAuth `state` lifetime: the consent page plus amoCRM's 20-minute code window.
     oauth_state_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
     # A refresh job finding a pair younger than this skips: it is a duplicate of a finished one.
     token_refresh_min_age_minutes: int = Field(default=5, ge=0)
 
-    unisender_api_url: str = "https://api.unisender.com/ru/api"
+    unisender_api_url: str = "https://api.unisender.com/en/api"
     # The account id makes the default title unique per amoCRM account: two accounts with the
     # same name on one Unisender key get two lists (a list is bound to one account by id anyway).
     unisender_list_title: str = "amoCRM {account_name} ({account_id})"

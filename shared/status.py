@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from shared.blocks import list_holds, support_note
 from shared.clock import utcnow
 from shared.db import Database, Row
 from shared.jobqueue import QueueUnavailable, get_queue
@@ -46,6 +47,8 @@ class StatusSnapshot:
     import_errors: list[Row] = field(default_factory=list)
     events_per_minute: list[tuple[datetime, int]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    # amoCRM 403 blocks in force, each with what to tell amoCRM support (the operator alert).
+    blocks: list[dict[str, Any]] = field(default_factory=list)
     # Accounts writing into a list another account is bound to (see shared.list_binding).
     shared_lists: list[SharedList] = field(default_factory=list)
 
@@ -126,6 +129,17 @@ def collect_status(db: Database, *, runs: int = 20, errors: int = 20) -> StatusS
     )
     snapshot.events_per_minute = events_per_minute(db)
     snapshot.workers = WorkerRegistry(db).list()
+    snapshot.blocks = [
+        {
+            "hold": h.key,
+            "account_id": h.account_id,
+            "since": h.started_at,
+            "probes": h.probes,
+            "next_probe_seconds": max(0, round(h.wait)),
+            "tell_support": support_note(h),
+        }
+        for h in list_holds(db)
+    ]
     snapshot.shared_lists = shared_lists(db)
     return snapshot
 
@@ -302,6 +316,15 @@ def render_status_page(s: StatusSnapshot) -> str:
         "no per-address import errors",
         numeric=set(),
     )
+    blocks = (
+        "".join(
+            f'<p class="bad">amoCRM blocks <b>{_e(b["hold"])}</b> (403; {b["probes"]} probe(s), '
+            f"next in {b['next_probe_seconds']} s): {_e(b['tell_support'])}</p>"
+            for b in s.blocks
+        )
+        if s.blocks
+        else '<p class="muted">none: amoCRM answers normally</p>'
+    )
     workers = _table(
         "workers",
         ["type", "name", "host/pid", "last heartbeat (UTC)", "jobs done", "state"],
@@ -345,6 +368,7 @@ def render_status_page(s: StatusSnapshot) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>amosync status</title><style>{_STYLE}</style></head><body>"
         f'<h1>amosync status</h1><p class="muted">as of {_e(now)} UTC</p>'
+        f'<h2 id="blocks">amoCRM blocks</h2>{blocks}'
         f"<h2>Accounts</h2>{accounts}"
         f"<h2>Shared Unisender lists</h2>{shared}"
         f"<h2>Recent sync runs</h2>{runs}"

@@ -425,10 +425,13 @@ def _execute(
     plan.unsubscribed = sorted(unsubscribed)
 
     failed: dict[str, tuple[str, str]] = {}
+    warned: dict[str, tuple[str, str]] = {}
     if plan.to_import:
         imported = client.import_contacts(plan.to_import, list_id=list_id)
         result.import_calls = imported.calls
         failed = {e.email: (e.code, e.message) for e in imported.row_errors}
+        # A warning's address is on the list: it stays a member, with the note kept beside it.
+        warned = {e.email: (e.code, e.message) for e in imported.row_warnings}
     keep_alive()
     for email in plan.to_exclude:
         if client.exclude(email, [list_id]):
@@ -439,10 +442,19 @@ def _execute(
     result.rows_imported = len(plan.to_import) - len(failed)
     result.row_errors = len(failed)
     result.contacts_applied = len(plan.fresh)
-    _write_views(db, plan, account_id=account_id, run_id=run_id, failed=failed)
+    _write_views(db, plan, account_id=account_id, run_id=run_id, failed=failed, warned=warned)
     if run_id is not None:
         fresh_ids = {s.contact_id for s in plan.fresh}
         _mark_seen(db, account_id, [c for c in batch_ids if c not in fresh_ids], run_id)
+    if warned:
+        log.info(
+            "Unisender imported rows with warnings",
+            extra={
+                "account_id": account_id,
+                "rows": len(warned),
+                "codes": sorted({code for code, _ in warned.values()}),
+            },
+        )
     if failed:
         log.warning(
             "Unisender refused rows",
@@ -485,6 +497,7 @@ def _write_views(
     account_id: int,
     run_id: int | None,
     failed: dict[str, tuple[str, str]],
+    warned: dict[str, tuple[str, str]],
 ) -> None:
     with db.transaction() as cur:
         cur.executemany(
@@ -531,7 +544,17 @@ def _write_views(
                     (account_id, row.email, FAILED, name_sent, code[:100], message[:1000])
                 )
             else:
-                member_rows.append((account_id, row.email, MEMBER, name_sent, None, None))
+                code, message = warned.get(row.email, ("", ""))
+                member_rows.append(
+                    (
+                        account_id,
+                        row.email,
+                        MEMBER,
+                        name_sent,
+                        code[:100] or None,
+                        message[:1000] or None,
+                    )
+                )
         for email in [*plan.to_exclude, *plan.quiet_exclude]:
             member_rows.append((account_id, email, EXCLUDED, None, None, None))
         for email in plan.unsubscribed:

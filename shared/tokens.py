@@ -20,6 +20,7 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import OAuthRejected, OAuthTransient, Unauthorized
 from shared.amocrm.models import TokenPair
 from shared.amocrm.oauth import AmoCrmOAuth
+from shared.blocks import BlockGuard
 from shared.clock import aware_utcnow, naive_utc
 from shared.crypto import get_secret_box
 from shared.db import Database, get_database
@@ -240,6 +241,8 @@ def amocrm_client_for(
         base_url,
         DbTokenProvider(database, build_oauth(settings), account),
         throttle=MySqlThrottle(database, amocrm_budgets(account.id, settings, bulk=bulk)),
+        rate_limit_pause=settings.amocrm_rate_limit_pause_seconds,
+        block_gate=BlockGuard(database, account.id, settings=settings),
     )
 
 

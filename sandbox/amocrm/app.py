@@ -35,6 +35,14 @@ PROBLEM = "application/problem+json"
 OAUTH_PROBLEM_TYPE = "https://developers.amocrm.ru/v3/errors/OAuthProblemJson"
 
 
+# An nginx error page, as users report amoCRM's 403 ban can be (reference §5).
+_NGINX_PAGE = (
+    "<html>\r\n<head><title>{status} Forbidden</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     """amoCRM's application/problem+json error body."""
     body = {
@@ -106,6 +114,9 @@ def create_app(config: SandboxConfig | None = None) -> Flask:
         fault = world.take_fault(request.path)
         if fault is not None:
             status = int(fault["status"])
+            if fault.get("html"):
+                # What a ban looks like on the real service: nginx's page, not problem+json.
+                return Response(_NGINX_PAGE.format(status=status), status, mimetype="text/html")
             extra = {"retry_after": fault["retry_after"]} if "retry_after" in fault else {}
             if status >= 500:
                 extra["trace_id"] = uuid.uuid4().hex
@@ -864,6 +875,8 @@ def _register_control(app: Flask, world: World) -> None:
         }
         if "retry_after" in data:
             fault["retry_after"] = data["retry_after"]
+        if data.get("html"):
+            fault["html"] = True
         with world.lock:
             world.faults.append(fault)
         return jsonify(fault)

@@ -2,9 +2,9 @@
 
 from shared.amocrm.client import AmoCrmClient, StaticTokenProvider, TokenProvider
 from shared.amocrm.errors import (
-    AccountBlocked,
     AmoCrmError,
     BadRequest,
+    Blocked,
     NotFound,
     OAuthRejected,
     OAuthTransient,
@@ -27,11 +27,11 @@ from shared.amocrm.oauth import AmoCrmOAuth
 
 __all__ = [
     "Account",
-    "AccountBlocked",
     "AmoCrmClient",
     "AmoCrmError",
     "AmoCrmOAuth",
     "BadRequest",
+    "Blocked",
     "Contact",
     "ContactPage",
     "CustomField",

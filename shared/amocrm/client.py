@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from shared.amocrm.errors import (
+    Blocked,
     NotFound,
     RateLimited,
     Transient,
@@ -49,6 +50,16 @@ class TokenProvider(Protocol):
         """amoCRM answered 401 to this token: return a fresh one (or raise)."""
 
 
+class BlockGate(Protocol):
+    """Where a 403 block is remembered across processes (shared.blocks.BlockGuard)."""
+
+    def admit(self, probe: Callable[[], None]) -> None:
+        """Return if a request may go out; raise `Blocked` if a block holds it (may probe)."""
+
+    def record(self, exc: Blocked) -> None:
+        """A request met a 403."""
+
+
 class StaticTokenProvider:
     """A fixed token (long-lived tokens, tests); a 401 cannot be repaired."""
 
@@ -82,6 +93,8 @@ class AmoCrmClient:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         max_inline_wait: float = 60.0,
+        rate_limit_pause: float = 30.0,
+        block_gate: BlockGate | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -95,6 +108,9 @@ class AmoCrmClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_inline_wait = max_inline_wait
+        # A 429 without retry_after: amoCRM's warning before a ban, so no quick backoff.
+        self._rate_limit_pause = rate_limit_pause
+        self._block_gate = block_gate
         self._sleep = sleep
 
     def __repr__(self) -> str:
@@ -251,7 +267,29 @@ class AmoCrmClient:
     def _backoff(self, attempt: int) -> float:
         return jittered_backoff(attempt, base=self._backoff_base, cap=self._backoff_cap)
 
+    def probe(self) -> None:
+        """The cheapest authorized request (`GET /api/v4/account`): is amoCRM letting us in?"""
+        self._send("GET", "/api/v4/account")
+
     def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> requests.Response:
+        if self._block_gate is None:
+            return self._send(method, path_or_url, params=params, json=json)
+        # While amoCRM blocks us (403) nothing is sent but the gate's probe.
+        self._block_gate.admit(self.probe)
+        try:
+            return self._send(method, path_or_url, params=params, json=json)
+        except Blocked as exc:
+            self._block_gate.record(exc)
+            raise
+
+    def _send(
         self,
         method: str,
         path_or_url: str,
@@ -303,8 +341,9 @@ class AmoCrmClient:
                 token = self._tokens.refresh_after_unauthorized(token)
                 continue
             if status == 429:
-                delay = parse_retry_after(resp, _safe_json(resp)) or self._backoff(attempt)
-                # Pause the whole account (every caller of this throttle), not just this call.
+                asked = parse_retry_after(resp, _safe_json(resp))
+                delay = asked if asked else self._rate_limit_pause
+                # Pause every caller of this throttle (the account and its egress IP's budgets).
                 self._throttle.pause(delay)
                 logger.warning(
                     "amocrm 429 on %s, paused %.1fs request_id=%s",

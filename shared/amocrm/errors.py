@@ -26,11 +26,13 @@ class AmoCrmError(Failure):
         status: int | None = None,
         request_id: str | None = None,
         body: Any = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.request_id = request_id
         self.body = body
+        self.retry_after = retry_after  # seconds amoCRM asked us to wait, when it said
 
     def http_answer(self) -> HttpAnswer:
         if type(self).http is not AmoCrmError.http:
@@ -50,27 +52,36 @@ class Unauthorized(AmoCrmError):
 
 
 class RateLimited(AmoCrmError):
-    """429 that we did not wait out in-process; reschedule after `retry_after` seconds."""
+    """429 that we did not wait out in-process; reschedule after `retry_after` seconds.
+
+    amoCRM's warning before a 403 ban of the IP (reference §5): it concerns every account behind
+    our egress, and the work waits instead of spending its retry budget.
+    """
 
     retriable = True
-    scope = Scope.ACCOUNT
-    default_retry_after = 5.0
+    scope = Scope.EGRESS
+    # The client always sets retry_after (amoCRM's, or AMOCRM_RATE_LIMIT_PAUSE_SECONDS).
+    default_retry_after = 30.0
     summary = "amoCRM rate limit"
     http = _UNAVAILABLE
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
+class Blocked(AmoCrmError):
+    """403: amoCRM blocks our egress IP or the account (its docs disagree which; reference §5).
 
-class AccountBlocked(AmoCrmError):
-    """403: amoCRM blocked the account for this integration; it does not heal by retrying."""
+    Never an account status: shared/blocks.py holds every request through the IP (or, once a
+    probe shows others get through, through the account), probes on a growing interval and
+    resumes by itself. The work waits in the queue for `retry_after` (the next probe).
+    """
 
-    scope = Scope.ACCOUNT
-    stops_account = "blocked"
-    summary = "amoCRM blocked the account (403): re-authorize once lifted, then replay"
+    retriable = True
+    scope = Scope.EGRESS
+    default_retry_after = 60.0
+    summary = "amoCRM blocked our requests (403); waiting for a probe to get through"
     http = HttpAnswer(
-        502, "amocrm_account_blocked", "amoCRM blocked this account for the integration"
+        503,
+        "amocrm_blocked",
+        "amoCRM is refusing our requests (403); they resume by themselves once it lifts the block",
     )
 
 
@@ -120,10 +131,6 @@ class OAuthTransient(Transient):
 
     `retry_after` (seconds) is set when amoCRM said how long to wait.
     """
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 def _json_body(resp: requests.Response) -> Any:
@@ -176,7 +183,8 @@ def raise_for_response(resp: requests.Response) -> None:
     if status == 402:
         raise PaymentRequired(message, **kw)
     if status == 403:
-        raise AccountBlocked(message, **kw)
+        # The body may be an nginx HTML page rather than problem+json: the status decides.
+        raise Blocked(message, **kw)
     if status == 404:
         raise NotFound(message, **kw)
     if status == 429:
@@ -187,11 +195,13 @@ def raise_for_response(resp: requests.Response) -> None:
 
 
 # The token endpoint's answers that say "not now" rather than "never": the grant is unspent.
-_OAUTH_RETRYABLE = (408, 429)
+# 403 is amoCRM's block of our IP (reference §5), not a verdict on this account's grant:
+# marking the account reauth_required for it would strand it after the block is lifted.
+_OAUTH_RETRYABLE = (403, 408, 429)
 
 
 def raise_for_oauth_response(resp: requests.Response) -> None:
-    """Token endpoint: 5xx, 408, 429 transient; any other 4xx terminal (`OAuthRejected`)."""
+    """Token endpoint: 5xx, 403, 408, 429 transient; any other 4xx terminal (`OAuthRejected`)."""
     status = resp.status_code
     if status < 400:
         return

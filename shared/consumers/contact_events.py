@@ -121,7 +121,7 @@ def settle_account_jobs(
             if isinstance(outcome, PoisonJob):
                 delivery.bury(outcome.reason)
             else:
-                delivery.retry(outcome.reason, delay=outcome.delay)
+                delivery.retry(outcome.reason, delay=outcome.delay, deferred=outcome.deferred)
         log.warning(
             "account events not applied",
             extra={
@@ -177,7 +177,7 @@ def apply_account_events(
         # subscribes the webhooks only after the key is validated and starts a full sync.
         log.info("events dropped: no Unisender link", extra={"account_id": account_id})
         return None
-    # Other non-active states (reauth_required, blocked) still apply: webhook events carry the
+    # Other non-active states (reauth_required) still apply: webhook events carry the
     # data; only enum refreshes and restores need amoCRM, and those fail into a visible bury.
     timed = newest_per_contact(timed_events(jobs))
     states = _states(db, account, timed)

@@ -92,7 +92,8 @@ def handle_sync_batch(batch: list[Delivery[FullSyncJob]]) -> None:
         except RetryJob as exc:
             # The delay is fixed here, not left to the consumer, so the run's give-up and the
             # queue's (the delivery's RetryBudget) are the same decision.
-            delivery.retry(exc.reason, delay=delivery.budget.delay(delivery.attempts, exc.delay))
+            delay = delivery.budget.delay(delivery.attempts, exc.delay)
+            delivery.retry(exc.reason, delay=delay, deferred=exc.deferred)
             _record_retry(db, delivery)
         except Exception as exc:
             log.exception("sync run failed unexpectedly", extra={"run_id": job.run_id})
@@ -196,8 +197,8 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
     except Failure as exc:
         decision = failures.decide(exc)
         if decision.retriable:
-            raise RetryJob(decision.reason, delay=decision.delay) from exc
-        # 401 after a refresh, 402, 403, 400, a rejected Unisender key: repeating the run cannot
+            raise RetryJob(decision.reason, delay=decision.delay, deferred=decision.defers) from exc
+        # 401 after a refresh, 402, 400, a rejected Unisender key: repeating the run cannot
         # help. A refusal that stops the account is recorded, or every reconcile would queue a
         # run that meets it again.
         record_amocrm_failure(db, account.id, exc)

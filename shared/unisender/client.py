@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,6 +72,15 @@ _NOT_A_DUPLICATE = (InvalidApiKey, AccessDenied, NotEnoughMoney, UnknownMethod, 
 
 Timeout = float | tuple[float, float]
 
+# The `{LANG}/api` segment picks the language of error texts (reference §1). The few texts we
+# recognise (shared.unisender.errors) are the English ones, so the client always calls `/en/api`.
+_LANG_SEGMENT = re.compile(r"/[a-z]{2}/api$")
+
+
+def english_api_url(base_url: str) -> str:
+    """The API base with the `en` language segment (`…/ru/api` → `…/en/api`)."""
+    return _LANG_SEGMENT.sub("/en/api", base_url.rstrip("/"))
+
 
 def encode_form(params: Mapping[str, object]) -> list[tuple[str, str]]:
     """Flatten params into PHP bracket form pairs: `a[0]=x`, `a[0][1]=y`, `a[k]=z`."""
@@ -113,7 +123,6 @@ class UnisenderClient:
         timeout: Timeout = (5, 40),
         max_attempts: int = 3,
         sleep: Callable[[float], None] = time.sleep,
-        rate_limit_pause: float = 60.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         batch_size: int = IMPORT_BATCH_LIMIT,
@@ -123,14 +132,13 @@ class UnisenderClient:
         if not 1 <= batch_size <= IMPORT_BATCH_LIMIT:
             raise ValueError(f"batch_size must be 1..{IMPORT_BATCH_LIMIT}")
         self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
+        self.base_url = english_api_url(base_url)
         self.platform = platform
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
         self._sleep = sleep
-        self.rate_limit_pause = rate_limit_pause
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.batch_size = batch_size
@@ -158,20 +166,22 @@ class UnisenderClient:
         *,
         max_attempts: int | None = None,
     ) -> Any:
-        """Call one API method and return its `result`, retrying transient failures."""
+        """Call one API method and return its `result`, retrying transient failures.
+
+        A call limit (`RateLimited`) is raised at once: waiting out its minute here would hold a
+        worker idle; the retry policy (shared.failures) reschedules the job instead.
+        """
         attempts = max(1, max_attempts or self.max_attempts)
         attempt = 1
         while True:
             try:
                 return self._post(method, params or {})
+            except RateLimited:
+                raise
             except Transient as exc:
                 if attempt >= attempts:
                     raise
-                if isinstance(exc, RateLimited):
-                    # Block duration is undocumented; the docs advise about a minute.
-                    delay = self.rate_limit_pause
-                else:
-                    delay = self._backoff(attempt)
+                delay = self._backoff(attempt)
                 log.warning(
                     "unisender transient failure, retrying",
                     extra={"method": method, "attempt": attempt, "code": exc.code, "delay": delay},
@@ -317,12 +327,15 @@ class UnisenderClient:
         ]
         totals: Counter[str] = Counter()
         row_errors: list[RowError] = []
+        row_warnings: list[RowError] = []
         sizes: list[int] = []
         for columns, chunk in chunks:
             part = self._import_chunk(columns, chunk)
             for name in ("total", "inserted", "updated", "deleted", "new_emails", "invalid"):
                 totals[name] += getattr(part, name)
-            row_errors.extend(_map_log(part, chunk))
+            errors, warnings = _map_log(part, chunk)
+            row_errors.extend(errors)
+            row_warnings.extend(warnings)
             sizes.append(len(chunk))
         return ImportResult(
             total=totals["total"],
@@ -332,6 +345,7 @@ class UnisenderClient:
             new_emails=totals["new_emails"],
             invalid=totals["invalid"],
             row_errors=row_errors,
+            row_warnings=row_warnings,
             calls=len(sizes),
             chunk_sizes=sizes,
         )
@@ -419,16 +433,31 @@ def _row_cells(row: ImportRow, *, list_id: int | None, name_field: str) -> dict[
     return cells
 
 
-def _map_log(part: ImportChunkResult, chunk: Sequence[tuple[str, list[str]]]) -> list[RowError]:
-    errors = []
+# importContacts `log` entries are "per-row errors/warnings" (reference §3) and their codes are
+# undocumented. A warning's row is imported (counted in inserted/updated, not in `invalid`), so it
+# must not be taken for a failure: the address would be left on the list by later deletes. These
+# codes are warnings wherever they appear; any entry of a call that reports no `invalid` row is one.
+WARNING_CODES = frozenset({"status_not_changed", "list_unsubscribed"})
+
+
+def _map_log(
+    part: ImportChunkResult, chunk: Sequence[tuple[str, list[str]]]
+) -> tuple[list[RowError], list[RowError]]:
+    """The call's `log` mapped back to emails: (rows that failed, rows imported with a warning)."""
+    errors: list[RowError] = []
+    warnings: list[RowError] = []
     for entry in part.log:
         if 0 <= entry.index < len(chunk):
             email = chunk[entry.index][0]
         else:
             log.warning("importContacts log index out of range", extra={"index": entry.index})
             email = f"<row {entry.index}>"
-        errors.append(RowError(email=email, code=entry.code, message=entry.message))
-    return errors
+        row = RowError(email=email, code=entry.code, message=entry.message)
+        if entry.code in WARNING_CODES or part.invalid == 0:
+            warnings.append(row)
+        else:
+            errors.append(row)
+    return errors, warnings
 
 
 def _as_list(result: object, method: str) -> list[Any]:

@@ -73,11 +73,21 @@ class RetryLater(Transient):
 
 
 class RateLimited(Transient):
-    """`api_call_limit_exceeded_for_api_key` / `_for_ip`: pause about a minute, then retry."""
+    """A call limit (1,200 calls/min): reschedule the work, never sleep a worker through it."""
 
     # The block's duration is undocumented; the docs advise about a minute.
     default_retry_after = 60.0
     summary = "Unisender rate limit"
+
+
+class KeyRateLimited(RateLimited):
+    """`api_call_limit_exceeded_for_api_key`: this account's key spent its calls."""
+
+
+class IpRateLimited(RateLimited):
+    """`api_call_limit_exceeded_for_ip`: every key behind our egress IP must wait."""
+
+    scope = Scope.EGRESS
 
 
 _BY_CODE: dict[str, type[UnisenderError]] = {
@@ -87,21 +97,36 @@ _BY_CODE: dict[str, type[UnisenderError]] = {
     "unknown_method": UnknownMethod,
     "not_enough_money": NotEnoughMoney,
     "retry_later": RetryLater,
-    "api_call_limit_exceeded_for_api_key": RateLimited,
-    "api_call_limit_exceeded_for_ip": RateLimited,
+    "api_call_limit_exceeded_for_api_key": KeyRateLimited,
+    "api_call_limit_exceeded_for_ip": IpRateLimited,
 }
 
-# The not-found text is documented only for exclude/unsubscribe; messages may carry an internal
-# prefix ("XX123 [...]"), so match loosely.
-_NOT_FOUND = re.compile(r"\bnot found\b", re.IGNORECASE)
+# `unspecified` (or a code we do not know) carries its meaning only in the message. The client
+# calls `/en/api`, so these are the English texts the docs give; an internal prefix
+# ("XX123 [...]") may come first, hence search, not match. Anything else stays UnisenderError.
+_BY_MESSAGE: tuple[tuple[re.Pattern[str], type[UnisenderError]], ...] = (
+    # exclude/unsubscribe/getContact of an unknown address: there is no not-found code.
+    (re.compile(r'\bContact (?:"[^"]*" )?not found', re.IGNORECASE), NotFound),
+    # Our data or list setup is wrong for this call: retrying it unchanged cannot help.
+    (re.compile(r"\bhas no confirmation letters\b", re.IGNORECASE), InvalidArgument),
+    (
+        re.compile(r"\balready exist but owned by different subscribers\b", re.IGNORECASE),
+        InvalidArgument,
+    ),
+    # Documented as "GET and POST used simultaneously": a bug in how we call.
+    (
+        re.compile(r"\bCall to a member function getMessage\(\) on boolean", re.IGNORECASE),
+        UnknownMethod,
+    ),
+)
 
 
 def error_from_envelope(error: object, code: object, *, method: str = "") -> UnisenderError:
-    """Build the exception for an `{"error": ..., "code": ...}` envelope."""
+    """Build the exception for an `{"error": ..., "code": ...}` envelope: code first, then text."""
     # Messages arrive HTML-encoded (&quot;): decode once so they can be matched and logged.
     message = html.unescape(str(error or "")).strip() or "no error message"
     code_text = str(code or "unspecified")
-    cls = _BY_CODE.get(code_text)
-    if cls is None:
-        cls = NotFound if _NOT_FOUND.search(message) else UnisenderError
+    cls = _BY_CODE.get(code_text) or next(
+        (known for pattern, known in _BY_MESSAGE if pattern.search(message)), UnisenderError
+    )
     return cls(message, code=code_text, method=method)

@@ -90,6 +90,8 @@ class ImportResult(_Model):
     new_emails: int = 0
     invalid: int = 0
     row_errors: list[RowError] = Field(default_factory=list)
+    # `log` entries of rows that WERE imported (the address is on the list): notes, not failures.
+    row_warnings: list[RowError] = Field(default_factory=list)
     calls: int = 0
     chunk_sizes: list[int] = Field(default_factory=list)
 

@@ -1,8 +1,9 @@
 """amoCRM refusals outside full sync and token refresh: events, /contacts, connect, 402 pauses.
 
-Each path that meets amoCRM goes through `shared.accounts.record_amocrm_failure`: a 403 blocks
-the account, a 401 that survived a refresh asks for re-authorization, a 402 (unpaid) keeps the
-status and pauses scheduled reconciles.
+Each path that meets amoCRM goes through `shared.accounts.record_amocrm_failure`: a 401 that
+survived a refresh asks for re-authorization, a 402 (unpaid) keeps the status and pauses
+scheduled reconciles. A 403 is never an account status: it holds the egress (shared.blocks) and
+the work waits (tests/integration/test_amocrm_blocks.py follows a block to its end).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def job(account_id: int, *events: ContactEvent) -> Delivery[ContactEventsJob]:
 
 
 @pytest.mark.parametrize("needs", ["restore", "enum_refresh"])
-def test_events_needing_a_blocked_amocrm_block_the_account_and_bury_the_job(
+def test_events_needing_a_blocked_amocrm_wait_and_keep_the_account_active(
     env: Sandboxes,  # noqa: F811
     needs: str,
     caplog: pytest.LogCaptureFixture,
@@ -88,15 +89,16 @@ def test_events_needing_a_blocked_amocrm_block_the_account_and_bury_the_job(
     block(env, acc.account_id)
 
     delivery = job(acc.account_id, event)
-    with caplog.at_level("ERROR", logger="shared.accounts"):
+    with caplog.at_level("ERROR", logger="shared.blocks"):
         handle_event_batch([delivery])
 
-    assert delivery.outcome == "bury"
-    assert delivery.reason is not None and "blocked the account (403)" in delivery.reason
+    # Retried after the next probe, without spending the job's retry budget; never buried.
+    assert (delivery.outcome, delivery.deferred) == ("retry", True)
+    assert delivery.reason is not None and "403" in delivery.reason
     account = get_account(db, acc.account_id)
-    assert account is not None and account.status == "blocked"
-    assert "403" in (account.status_reason or "")
-    assert [r.levelname for r in caplog.records if getattr(r, "event", None) == "account_blocked"]
+    assert account is not None and (account.status, account.status_reason) == ("active", None)
+    alerts = [r for r in caplog.records if getattr(r, "event", None) == "amocrm_ip_blocked"]
+    assert [r.levelname for r in alerts] == ["ERROR"]
 
 
 def test_events_meeting_a_401_after_refresh_mark_reauth_required(
@@ -112,7 +114,7 @@ def test_events_meeting_a_401_after_refresh_mark_reauth_required(
     assert account is not None and account.status == "reauth_required"
 
 
-def test_contacts_page_of_a_blocked_account_blocks_it(env: Sandboxes) -> None:  # noqa: F811
+def test_contacts_page_during_a_block_answers_503(env: Sandboxes) -> None:  # noqa: F811
     acc = connect(env, contacts=1)
     client = functions_framework.create_app("contacts", CONTACTS).test_client()
     admin = {"Authorization": f"Bearer {get_settings().admin_token.get_secret_value()}"}
@@ -121,30 +123,29 @@ def test_contacts_page_of_a_blocked_account_blocks_it(env: Sandboxes) -> None:  
 
     block(env, acc.account_id)
     resp = client.get("/contacts", query_string={"account_id": acc.account_id}, headers=admin)
-    assert resp.status_code == 502
-    assert resp.json["error"]["code"] == "amocrm_account_blocked"
+    assert resp.status_code == 503
+    assert resp.json["error"]["code"] == "amocrm_blocked"
     account = get_account(get_database(), acc.account_id)
-    assert account is not None and account.status == "blocked"
+    assert account is not None and account.status == "active"
 
 
-def test_connect_and_disconnect_record_a_blocked_account(env: Sandboxes) -> None:  # noqa: F811
+def test_connect_and_disconnect_during_a_block(env: Sandboxes) -> None:  # noqa: F811
     acc = connect(env)
     db = get_database()
     account = get_account(db, acc.account_id)
     assert account is not None
     block(env, acc.account_id)
-    with pytest.raises(amo_errors.AccountBlocked):
+    with pytest.raises(amo_errors.Blocked):
         widget_connect.connect(db, account, api_key=acc.api_key)
     after = get_account(db, acc.account_id)
-    assert after is not None and after.status == "blocked"
+    assert after is not None and after.status == "active"
 
-    # Disconnecting still works without amoCRM, and records the refusal too.
-    db.execute("UPDATE accounts SET status = 'active' WHERE id = %s", (acc.account_id,))
+    # Disconnecting still works without amoCRM; the account stays active.
     ensure_webhook_secret(db, acc.account_id)
     result = widget_connect.disconnect(db, account)
     assert result["webhook_removed"] is False and result["key_forgotten"] is True
     after = get_account(db, acc.account_id)
-    assert after is not None and after.status == "blocked"
+    assert after is not None and after.status == "active"
 
 
 def _reconcilable(account_id: int) -> bool:

@@ -19,15 +19,16 @@ CASES: list[tuple[Failure, bool, float | None, Scope, str | None, bool, int, str
      "amocrm_unavailable"),
     (amo.OAuthTransient("429", retry_after=7), True, 7, Scope.ACCOUNT, None, False, 503,
      "amocrm_unavailable"),
-    (amo.RateLimited("429", retry_after=12), True, 12, Scope.ACCOUNT, None, False, 503,
+    (amo.RateLimited("429", retry_after=12), True, 12, Scope.EGRESS, None, False, 503,
      "amocrm_unavailable"),
-    (amo.RateLimited("429"), True, 5, Scope.ACCOUNT, None, False, 503, "amocrm_unavailable"),
+    (amo.RateLimited("429"), True, 30, Scope.EGRESS, None, False, 503, "amocrm_unavailable"),
     (amo.Unauthorized("401", status=401), False, None, Scope.ACCOUNT, "reauth_required", False,
      502, "amocrm_unauthorized"),
     (amo.OAuthRejected("400", hint="revoked", status=400), False, None, Scope.ACCOUNT,
      "reauth_required", False, 502, "amocrm_unauthorized"),
-    (amo.AccountBlocked("403", status=403), False, None, Scope.ACCOUNT, "blocked", False, 502,
-     "amocrm_account_blocked"),
+    (amo.Blocked("403", status=403), True, 60, Scope.EGRESS, None, False, 503, "amocrm_blocked"),
+    (amo.Blocked("held", retry_after=4), True, 4, Scope.EGRESS, None, False, 503,
+     "amocrm_blocked"),
     (amo.PaymentRequired("402", status=402), False, None, Scope.ACCOUNT, None, True, 502,
      "amocrm_error"),
     (amo.NotFound("404", status=404), False, None, Scope.ROW, None, False, 502, "amocrm_error"),
@@ -36,8 +37,10 @@ CASES: list[tuple[Failure, bool, float | None, Scope, str | None, bool, int, str
      "unisender_unavailable"),
     (uni.RetryLater("later", code="retry_later"), True, None, Scope.ACCOUNT, None, False, 503,
      "unisender_unavailable"),
-    (uni.RateLimited("limit", code="api_call_limit_exceeded_for_api_key"), True, 60,
+    (uni.KeyRateLimited("limit", code="api_call_limit_exceeded_for_api_key"), True, 60,
      Scope.ACCOUNT, None, False, 503, "unisender_unavailable"),
+    (uni.IpRateLimited("limit", code="api_call_limit_exceeded_for_ip"), True, 60,
+     Scope.EGRESS, None, False, 503, "unisender_unavailable"),
     (uni.InvalidApiKey("bad key", code="invalid_api_key"), False, None, Scope.ACCOUNT, None,
      False, 400, "unisender_invalid_api_key"),
     (uni.AccessDenied("denied", code="access_denied"), False, None, Scope.ACCOUNT, None, False,
@@ -78,6 +81,8 @@ def test_each_vendor_error_says_what_it_means(
     outcome = failures.job_outcome(exc)
     if retriable:
         assert isinstance(outcome, RetryJob) and outcome.delay == delay
+        # Waiting out a vendor's pause of the whole egress does not spend the job's budget.
+        assert outcome.deferred is (scope is Scope.EGRESS)
     else:
         assert isinstance(outcome, PoisonJob) and outcome.reason == decision.reason
 
@@ -90,7 +95,7 @@ def test_every_class_of_both_trees_is_covered() -> None:
 
     covered = {type(case[0]) for case in CASES}
     tree = subclasses(amo.AmoCrmError) | subclasses(uni.UnisenderError)
-    assert tree - covered == {amo.AmoCrmError}
+    assert tree - covered == {amo.AmoCrmError, uni.RateLimited}
 
 
 def test_amocrm_base_error_names_the_status_for_http() -> None:
@@ -131,3 +136,4 @@ def test_the_retry_budget_is_one_rule_for_time_and_attempts() -> None:
     assert not budget.allows(attempts=1, age=71, delay=30, transient=True)
     assert budget.allows(attempts=2, age=0, delay=1, transient=False)
     assert not budget.allows(attempts=3, age=0, delay=1, transient=False)
+    assert budget.allows(attempts=99, age=10**6, delay=60, transient=True, deferred=True)

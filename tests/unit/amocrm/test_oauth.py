@@ -239,6 +239,8 @@ def test_widget_install_is_a_server_side_get_without_state(
         (429, {"title": "Too Many Requests", "status": 429, "retry_after": 120}, {}, 120.0),
         (429, {"title": "Too Many Requests", "status": 429}, {"Retry-After": "7"}, 7.0),
         (408, {"title": "Request Timeout", "status": 408}, {}, None),
+        # An IP ban answers the token endpoint too: a 403 is not a verdict on the grant.
+        (403, {"title": "Forbidden", "status": 403}, {}, None),
     ],
 )
 def test_token_endpoint_rate_limit_and_timeout_are_transient(

@@ -10,9 +10,9 @@ import requests
 import responses
 
 from shared.amocrm import (
-    AccountBlocked,
     AmoCrmClient,
     BadRequest,
+    Blocked,
     PaymentRequired,
     RateLimited,
     StaticTokenProvider,
@@ -119,12 +119,19 @@ def test_second_401_is_unauthorized(sandbox: Sandbox) -> None:
     assert api_statuses(sandbox) == [401, 401]
 
 
-def test_403_is_account_blocked_without_retry(sandbox: Sandbox) -> None:
+def test_403_is_blocked_without_retry(sandbox: Sandbox) -> None:
     sandbox.control("PATCH", f"/accounts/{sandbox.account_id}", json={"blocked": True})
     throttle = RecordingThrottle()
-    with pytest.raises(AccountBlocked):
+    with pytest.raises(Blocked):
         sandbox.client(throttle=throttle).get_account()
     assert api_statuses(sandbox) == [403] and throttle.acquired == 1
+
+
+def test_an_nginx_html_403_is_a_block_too(sandbox: Sandbox) -> None:
+    sandbox.control("POST", "/faults", json={"status": 403, "count": 1, "html": True})
+    with pytest.raises(Blocked) as info:
+        sandbox.client().get_account()
+    assert info.value.status == 403 and info.value.body is None
 
 
 def test_5xx_is_retried_with_growing_backoff(sandbox: Sandbox) -> None:
@@ -161,7 +168,8 @@ def test_retry_after_header_and_capped_backoff() -> None:
     throttle = RecordingThrottle()
     make_client(throttle=throttle, backoff_base=100, backoff_cap=10).get_account()
     assert throttle.pauses[0] == 4
-    assert 5 <= throttle.pauses[1] <= 10  # no hint: capped exponential backoff
+    # No hint: the conservative pause, never a quick backoff (429 is the warning before a ban).
+    assert throttle.pauses[1] == 30
 
 
 @responses.activate

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from shared.failures import Scope, decide
 from shared.unisender import (
     AccessDenied,
     ImportRow,
     InvalidApiKey,
-    RateLimited,
+    KeyRateLimited,
     Transient,
     UnisenderClient,
 )
@@ -94,19 +95,20 @@ def test_hanging_connection_times_out_and_is_retried(
     assert len(sleeps) == 1
 
 
-def test_rate_limit_pauses_for_the_configured_time(
+def test_a_call_limit_is_raised_at_once_for_the_policy_to_reschedule(
     sandbox: SandboxServer, api_key: str, sleeps: list[float]
 ) -> None:
     sandbox.configure(rate_limit_per_min=2)
-    client = UnisenderClient(
-        api_key, base_url=sandbox.api_url, sleep=sleeps.append, rate_limit_pause=7.5
-    )
+    client = UnisenderClient(api_key, base_url=sandbox.api_url, sleep=sleeps.append)
     client.get_lists()
     client.get_lists()
-    with pytest.raises(RateLimited) as caught:
+    with pytest.raises(KeyRateLimited) as caught:
         client.get_lists()
     assert caught.value.code == "api_call_limit_exceeded_for_api_key"
-    assert sleeps == [7.5, 7.5]
+    # No worker sleeps through the minute: one call, no retry, no sleep; the job waits instead.
+    assert sleeps == [] and client.call_counts["getLists"] == 3
+    decision = decide(caught.value)
+    assert decision.retriable and decision.delay == 60 and decision.scope is Scope.ACCOUNT
 
 
 def test_import_1201_rows_makes_three_calls_of_at_most_500(

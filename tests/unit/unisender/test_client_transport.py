@@ -13,18 +13,21 @@ import responses
 from shared.unisender import (
     ImportRow,
     InvalidArgument,
+    IpRateLimited,
+    KeyRateLimited,
     NotFound,
     RetryLater,
     Transient,
     UnisenderClient,
     UnisenderContact,
     UnisenderError,
+    UnknownMethod,
     encode_form,
 )
 
 pytestmark = pytest.mark.unit
 
-BASE = "https://api.unisender.com/ru/api"
+BASE = "https://api.unisender.com/en/api"
 KEY = "secret-key-0123456789"
 
 
@@ -296,3 +299,68 @@ def test_key_stays_out_of_repr_and_logs(
 def test_encode_form_nests_and_skips_none() -> None:
     pairs = encode_form({"fields": {"email": "a@x.ru", "Name": None}, "flag": True, "ids": "1,2"})
     assert pairs == [("fields[email]", "a@x.ru"), ("flag", "1"), ("ids", "1,2")]
+
+
+def test_a_ru_api_base_is_called_in_english(mock: responses.RequestsMock) -> None:
+    """Error texts follow the URL's language; the ones we recognise are English."""
+    client = UnisenderClient(KEY, base_url="https://api.unisender.com/ru/api/")
+    mock.post(f"{BASE}/getLists", json={"result": []})
+    assert client.base_url == BASE and client.get_lists() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "expected"),
+    [
+        # The code decides first, whatever the text says.
+        ('Contact "a@x.ru" not found', "invalid_arg", InvalidArgument),
+        ("API call limit exceeded", "api_call_limit_exceeded_for_api_key", KeyRateLimited),
+        ("API call limit exceeded", "api_call_limit_exceeded_for_ip", IpRateLimited),
+        # `unspecified`: a small set of known English messages, nothing looser.
+        ('Contact "a@x.ru" not found', "unspecified", NotFound),
+        ("XX9 [Contact &quot;a@x.ru&quot; not found]", "unspecified", NotFound),
+        ('These list ids="5" has no confirmation letters', "unspecified", InvalidArgument),
+        (
+            "Contacts a@x.ru and +7999 already exist but owned by different subscribers",
+            "",
+            InvalidArgument,
+        ),
+        ("Call to a member function getMessage() on boolean", "unspecified", UnknownMethod),
+        ("List not found somewhere", "unspecified", UnisenderError),
+    ],
+)
+def test_errors_are_known_by_code_then_by_a_few_messages(
+    error: str, code: str, expected: type[UnisenderError]
+) -> None:
+    from shared.unisender.errors import error_from_envelope
+
+    assert type(error_from_envelope(error, code)) is expected
+
+
+def test_import_warnings_are_not_failures(
+    mock: responses.RequestsMock, client: UnisenderClient
+) -> None:
+    """A warning's row is imported (not counted in `invalid`): it must not read as failed."""
+    mock.post(
+        f"{BASE}/importContacts",
+        json={
+            "result": {
+                "total": 3, "inserted": 2, "invalid": 1,
+                "log": [
+                    {"index": 0, "code": "invalid_email", "message": "Invalid email"},
+                    {"index": 1, "code": "list_unsubscribed", "message": "Unsubscribed from 5"},
+                ],
+            }
+        },
+    )  # fmt: skip
+    mock.post(
+        f"{BASE}/importContacts",
+        json={"result": {"total": 1, "updated": 1, "invalid": 0,
+                         "log": [{"index": 0, "code": "something_new", "message": "note"}]}},
+    )  # fmt: skip
+    rows = [ImportRow(email=e) for e in ("bad@x", "gone@x.ru", "ok@x.ru")]
+    result = client.import_contacts(rows, list_id=5)
+    assert [(e.email, e.code) for e in result.row_errors] == [("bad@x", "invalid_email")]
+    assert [(w.email, w.code) for w in result.row_warnings] == [("gone@x.ru", "list_unsubscribed")]
+    # A call that reports no invalid row failed none, whatever its log says.
+    again = client.import_contacts([ImportRow(email="ok@x.ru")], list_id=5)
+    assert again.row_errors == [] and [w.code for w in again.row_warnings] == ["something_new"]
