@@ -7,7 +7,7 @@ same list: a title lookup that lands on another account's list is refused (`List
 instead of adopting it. Whether Unisender list ids are unique across Unisender accounts is not
 documented [unverified]; binding per key is right either way.
 
-Links stored before bindings existed were bound by migration 0011 (the earliest connected
+Links stored before bindings existed were bound by migration 0012 (the earliest connected
 account of a shared list keeps it); the others are reported as sharing (`shared_lists`) until
 an operator splits them (`amosync lists split <name>`), and their full syncs refuse to run.
 """
@@ -178,7 +178,7 @@ def shared_lists(db: Database) -> list[SharedList]:
 
 
 def backfill_bindings(cursor: Any) -> int:
-    """Migration 0011: fingerprint stored keys and bind each list to its first account.
+    """Migration 0012: fingerprint stored keys and bind each list to its first account.
 
     Rows are taken in connection order, so the account that connected first keeps a shared
     list; the later ones stay unbound and show up in `shared_lists`. A key the current

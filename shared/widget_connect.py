@@ -128,7 +128,7 @@ def _start_first_sync(
 def split_shared_list(db: Database, account: AccountRow) -> dict[str, Any]:
     """Give an account that shares another account's list a fresh list of its own.
 
-    For links stored before lists were bound (migration 0011 kept each shared list with the
+    For links stored before lists were bound (migration 0012 kept each shared list with the
     account that connected first). The account gets the list titled for it (its id appended
     when UNISENDER_LIST_TITLE has no {account_id}), bound to it, with what we knew about the
     old list forgotten, and a full sync that fills it. The holder's own record of the shared

@@ -1,4 +1,4 @@
-"""Migration 0011 finds lists that two accounts share; status and the CLI report and split them."""
+"""Migration 0012 finds lists that two accounts share; status and the CLI report and split them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.integration.test_list_per_account import _connect, _install, _new_key
 
 pytestmark = pytest.mark.integration
 
-BINDINGS = "0011_list_bindings"
+BINDINGS = "0012_list_bindings"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from yoyo import step
 
 from shared.list_binding import backfill_bindings
 
-__depends__ = {"0010_contact_versions"}
+__depends__ = {"0011_amo_holds"}
 
 
 def _bind_existing_links(conn: Any) -> None:
