@@ -123,6 +123,16 @@ class MySqlThrottle:
         return [budget.key for budget in self.budgets]
 
     def acquire(self) -> None:
+        now, slot = self.reserve()
+        if slot > now:
+            self._sleep(slot - now)
+
+    def reserve(self) -> tuple[float, float]:
+        """Take the next slot without waiting for it: (server now, slot), epoch seconds.
+
+        `acquire` is reserve-then-sleep; the slot is what the budgets promise, the moment the
+        request actually leaves is that plus however late the process wakes.
+        """
         # The rows are created outside the slot transaction: concurrent INSERT IGNOREs of one new
         # key inside `SELECT … FOR UPDATE` transactions take gap and insert-intention locks that
         # InnoDB resolves by killing one of them (1213). The reservation itself is still retried
@@ -131,9 +141,7 @@ class MySqlThrottle:
             self.db.execute(
                 "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)", (key,)
             )
-        now, slot = self.db.run_transaction(self._reserve_slot)
-        if slot > now:
-            self._sleep(slot - now)
+        return self.db.run_transaction(self._reserve_slot)
 
     def _reserve_slot(self, cur: DictCursor) -> tuple[float, float]:
         """Take the first slot every budget allows; returns (server now, slot) in epoch seconds."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import html
+import http
 import math
 import re
 import time
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, jsonify, redirect, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from sandbox.amocrm.config import SandboxConfig
@@ -27,6 +29,7 @@ from sandbox.amocrm.state import (
     World,
 )
 from sandbox.amocrm.webhooks import deliver, send_disable_hook, send_widget_install
+from sandbox.amocrm.writes import MAX_WRITE, WriteRefused, contact_spec
 
 MAX_LIMIT = 250
 MAX_FIELDS_LIMIT = 50
@@ -58,6 +61,34 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     return resp
 
 
+def status_title(status: int) -> str:
+    """The status's own reason phrase ("Service Unavailable"), as amoCRM titles its problems."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+# The page users report getting instead of problem+json when amoCRM blocks them (reference §5:
+# "403 Forbidden nginx"): nginx's stock error page.
+NGINX_403 = (
+    "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
+    "<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+def banned_response(html_page: bool) -> Response:
+    if html_page:
+        return Response(NGINX_403, status=403, content_type="text/html")
+    return problem(
+        403,
+        "Forbidden",
+        "Access denied: requests from your IP address are blocked for repeated violations "
+        "of the API limits",
+    )
+
+
 def hal(body: Any, status: int = 200) -> Response:
     resp = jsonify(body)
     resp.status_code = status
@@ -85,10 +116,25 @@ def create_app(config: SandboxConfig | None = None) -> Flask:
         resp.status_code = exc.status
         return resp
 
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        # Unknown routes and wrong methods: amoCRM answers problem+json, not an HTML page.
+        status = exc.code or 500
+        resp = problem(status, status_title(status), exc.description or status_title(status))
+        # A 405 keeps its Allow header, so a client can still tell which methods exist.
+        resp.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() == "allow")
+        return resp
+
     @app.before_request
     def _guard_api() -> Response | None:
         g.arrived = time.time()
         g.account_id = None
+        if not request.path.startswith(("/api/v4", "/oauth2")):
+            return None
+        ip = request.remote_addr or "unknown"
+        # A ban cuts off everything from the IP, before authentication, token endpoint included.
+        if world.limiter.banned(ip, g.arrived) is not None:
+            return banned_response(cfg.ban_body == "html")
         if not request.path.startswith("/api/v4"):
             return None
         if cfg.latency_ms > 0:
@@ -103,8 +149,16 @@ def create_app(config: SandboxConfig | None = None) -> Flask:
         g.account_id = account.id
         if account.blocked:
             return problem(403, "Forbidden", "Account is blocked")
-        retry = world.check_rate(account.id, g.arrived)
+        retry = world.check_rate(ip, account.id, g.arrived)
         if retry is not None:
+            # Repeated 429s are what gets an IP blocked (reference §5: 429 is the warning).
+            world.limiter.strike(
+                ip,
+                g.arrived,
+                after=int(cfg.ban_after_429s),
+                window=float(cfg.ban_window),
+                seconds=float(cfg.ban_seconds),
+            )
             return problem(
                 429,
                 "Too Many Requests",
@@ -118,10 +172,11 @@ def create_app(config: SandboxConfig | None = None) -> Flask:
                 # What a ban looks like on the real service: nginx's page, not problem+json.
                 return Response(_NGINX_PAGE.format(status=status), status, mimetype="text/html")
             extra = {"retry_after": fault["retry_after"]} if "retry_after" in fault else {}
+            # amoCRM titles a 500 "ErrInternalServer" (with a trace_id); others by their status.
+            title = "ErrInternalServer" if status == 500 else status_title(status)
             if status >= 500:
                 extra["trace_id"] = uuid.uuid4().hex
-                return problem(status, "ErrInternalServer", "Injected fault", **extra)
-            return problem(status, fault.get("title") or "Error", "Injected fault", **extra)
+            return problem(status, fault.get("title") or title, "Injected fault", **extra)
         return None
 
     @app.after_request
@@ -321,7 +376,9 @@ def _ids_filter() -> set[int] | None:
     return {int(v) for v in ids} if ids else None
 
 
-def _validation_error(path: str, detail: str) -> Response:
+def _validation_error(
+    path: str, detail: str, *, code: str = "InvalidValue", request_id: str = "0"
+) -> Response:
     return problem(
         400,
         "Bad Request",
@@ -329,12 +386,22 @@ def _validation_error(path: str, detail: str) -> Response:
         **{
             "validation-errors": [
                 {
-                    "request_id": "0",
-                    "errors": [{"code": "InvalidValue", "path": path, "detail": detail}],
+                    "request_id": request_id,
+                    "errors": [{"code": code, "path": path, "detail": detail}],
                 }
             ]
         },
     )
+
+
+def _write_items() -> list[Any] | Response:
+    """The JSON array of a contacts write, or the error amoCRM answers instead."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, list) or not data:
+        return _validation_error("", "a non-empty JSON array expected")
+    if len(data) > MAX_WRITE:
+        return problem(422, "Unprocessable Entity", f"At most {MAX_WRITE} entities per request")
+    return data
 
 
 def _register_api(app: Flask, world: World) -> None:
@@ -413,12 +480,97 @@ def _register_api(app: Flask, world: World) -> None:
             return no_content()
         return hal(_contact_json(account, rec, request.host_url.rstrip("/"), _legacy(world, rec)))
 
+    def write_contacts(items: list[Any], *, update: bool) -> list[Change] | Response:
+        """Apply a contacts write all-or-nothing; the changes for the webhook, or the error."""
+        account: AccountRec = g.account
+        with world.lock:
+            try:
+                specs = [contact_spec(account, item, n) for n, item in enumerate(items)]
+            except WriteRefused as exc:
+                return _validation_error(
+                    exc.path, exc.detail, code=exc.code, request_id=str(exc.index)
+                )
+            if update:
+                for n, item in enumerate(items):
+                    entity_id = item.get("id") if isinstance(item, dict) else None
+                    rec = account.entities.get(entity_id) if isinstance(entity_id, int) else None
+                    if rec is None or rec.type != "contact" or rec.deleted:
+                        return _validation_error(
+                            "id", "contact not found", code="NotFound", request_id=str(n)
+                        )
+            changes = []
+            for item, spec in zip(items, specs, strict=True):
+                if update:
+                    rec = world.update_entity(account, int(item["id"]), spec)
+                    changes.append(Change("update", copy.deepcopy(rec)))
+                else:
+                    rec = world.apply_entity(account, spec)
+                    changes.append(Change("add", copy.deepcopy(rec)))
+        # amoCRM reports API changes by webhook too, without holding up the API answer.
+        deliver(world, account, changes, wait=False)
+        return changes
+
+    def write_result(changes: list[Change], *, update: bool) -> Response:
+        base = request.host_url.rstrip("/")
+        rows = []
+        for n, change in enumerate(changes):
+            rec = change.entity
+            row: dict[str, Any] = {"id": rec.id}
+            if update:
+                row |= {"name": rec.name, "updated_at": rec.updated_at}
+            else:
+                row["request_id"] = str(n)
+            row["_links"] = {"self": {"href": f"{base}/api/v4/contacts/{rec.id}"}}
+            rows.append(row)
+        links = {"self": {"href": request.base_url}}
+        return hal({"_links": links, "_embedded": {"contacts": rows}})
+
+    @app.post("/api/v4/contacts")
+    def api_create_contacts() -> Response:
+        items = _write_items()
+        if isinstance(items, Response):
+            return items
+        changes = write_contacts(items, update=False)
+        return changes if isinstance(changes, Response) else write_result(changes, update=False)
+
+    @app.patch("/api/v4/contacts")
+    def api_update_contacts() -> Response:
+        items = _write_items()
+        if isinstance(items, Response):
+            return items
+        changes = write_contacts(items, update=True)
+        return changes if isinstance(changes, Response) else write_result(changes, update=True)
+
+    @app.patch("/api/v4/contacts/<int:contact_id>")
+    def api_update_contact(contact_id: int) -> Response:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            return _validation_error("", "a JSON object expected")
+        changes = write_contacts([{**data, "id": contact_id}], update=True)
+        if isinstance(changes, Response):
+            return changes
+        rec = changes[0].entity
+        base = request.host_url.rstrip("/")
+        return hal(
+            {
+                "id": rec.id,
+                "name": rec.name,
+                "updated_at": rec.updated_at,
+                "_links": {"self": {"href": f"{base}/api/v4/contacts/{rec.id}"}},
+            }
+        )
+
     @app.get("/api/v4/contacts/custom_fields")
     def custom_fields() -> Response:
         account: AccountRec = g.account
         limit = _int_arg("limit", MAX_FIELDS_LIMIT)
-        if limit > MAX_FIELDS_LIMIT or limit < 1:
+        if limit < 1:
             return _validation_error("limit", f"limit must be between 1 and {MAX_FIELDS_LIMIT}")
+        # A widely used client sends limit=250 here. Whether amoCRM clamps it to 50 or refuses
+        # it is unverified; clamping is the safe reading (the client that sends it keeps
+        # working, and `_links.next` still tells every client there is more), so accept and
+        # clamp rather than refuse.
+        limit = min(limit, MAX_FIELDS_LIMIT)
         page = max(1, _int_arg("page", 1))
         with world.lock:
             fields = sorted(account.fields, key=lambda f: (f.sort, f.id))
@@ -496,7 +648,9 @@ def _register_api(app: Flask, world: World) -> None:
                 hook.settings = list(settings)
                 hook.sort = int(data.get("sort") or hook.sort)
                 hook.updated_at = now
+                # Re-subscribing is how a disabled hook comes back (amoCRM: re-enable by hand).
                 hook.disabled = False
+                hook.failures.clear()
             return hal(_hook_json(account, hook))
 
     @app.get("/api/v4/webhooks")
@@ -591,6 +745,15 @@ def _register_control(app: Flask, world: World) -> None:
         "disable_hook_url",
         "webhook_timeout",
         "redirect_uri",
+        "account_total_rate_limit",
+        "ip_rate_limit",
+        "ban_after_429s",
+        "ban_window",
+        "ban_seconds",
+        "ban_body",
+        "webhook_disable_after",
+        "webhook_disable_window",
+        "webhook_retry_delays",
     )
 
     def account_json(a: AccountRec) -> dict[str, Any]:
@@ -616,7 +779,8 @@ def _register_control(app: Flask, world: World) -> None:
         }
 
     def delivered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: r.get(k) for k in ("id", "destination", "status", "error")} for r in records]
+        keys = ("id", "destination", "attempt", "status", "error")
+        return [{k: r.get(k) for k in keys} for r in records]
 
     def run_changes(account: AccountRec, data: dict[str, Any]) -> dict[str, Any]:
         changes: list[Change] = []
@@ -678,6 +842,7 @@ def _register_control(app: Flask, world: World) -> None:
         if unknown:
             raise SandboxError(f"not settable: {sorted(unknown)}")
         with world.lock:
+            before = {key: getattr(cfg, key) for key in data}
             for key, value in data.items():
                 current = getattr(cfg, key)
                 setattr(
@@ -685,7 +850,44 @@ def _register_control(app: Flask, world: World) -> None:
                     key,
                     type(current)(value) if current is not None and value is not None else value,
                 )
+            try:
+                cfg.validate()
+            except ValueError as exc:
+                for key, value in before.items():
+                    setattr(cfg, key, value)
+                raise SandboxError(str(exc)) from None
         return get_config()
+
+    @app.get("/_sandbox/limits")
+    def show_limits() -> Response:
+        """Live windows (requests in the last second per IP / account), 429 strikes, bans."""
+        return jsonify(world.limiter.snapshot(time.time()))
+
+    @app.delete("/_sandbox/limits")
+    def clear_limits() -> Response:
+        """Forget every window, strike and ban: a test's clean slate."""
+        world.limiter.clear()
+        return jsonify({"ok": True})
+
+    @app.get("/_sandbox/bans")
+    def list_bans() -> Response:
+        return jsonify(world.limiter.snapshot(time.time())["bans"])
+
+    @app.post("/_sandbox/bans")
+    def add_ban() -> Response:
+        """Ban an IP now (default: the caller's), as if it had been escalated: {ip, seconds}."""
+        data = _json_body()
+        ip = str(data.get("ip") or request.remote_addr or "")
+        seconds = float(data.get("seconds", cfg.ban_seconds))
+        ban = world.limiter.ban(ip, time.time(), seconds, str(data.get("reason") or "control API"))
+        resp = jsonify(ban.as_json(time.time()))
+        resp.status_code = 201
+        return resp
+
+    @app.delete("/_sandbox/bans")
+    def lift_bans() -> Response:
+        """Lift every ban, or one IP's with ?ip= (what amoCRM support does on request)."""
+        return jsonify({"lifted": world.limiter.lift(request.args.get("ip") or None)})
 
     @app.post("/_sandbox/reset")
     def reset() -> Response:
@@ -725,6 +927,21 @@ def _register_control(app: Flask, world: World) -> None:
             if "name" in data:
                 account.name = str(data["name"])
             return jsonify(account_json(account))
+
+    @app.patch("/_sandbox/accounts/<int:account_id>/webhooks/<int:hook_id>")
+    def patch_hook(account_id: int, hook_id: int) -> Response:
+        """Disable or re-enable a subscription by hand: {"disabled": true|false}."""
+        data = _json_body()
+        with world.lock:
+            account = world.account(account_id)
+            hook = next((h for h in account.webhooks.values() if h.id == hook_id), None)
+            if hook is None:
+                raise SandboxError(f"no webhook {hook_id} in account {account_id}", 404)
+            if "disabled" in data:
+                hook.disabled = bool(data["disabled"])
+                hook.failures.clear()
+                hook.updated_at = int(time.time())
+            return jsonify(_hook_json(account, hook))
 
     @app.post("/_sandbox/accounts/<int:account_id>/custom_fields")
     def add_custom_field(account_id: int) -> Response:

@@ -14,6 +14,7 @@ from typing import Any
 import jwt
 
 from sandbox.amocrm.config import SandboxConfig
+from sandbox.amocrm.limits import Limiter
 
 CODE_TTL = 20 * 60  # authorization codes live 20 minutes
 REFRESH_TTL = 90 * 24 * 3600  # refresh tokens: 3 months
@@ -109,6 +110,8 @@ class WebhookRec:
     updated_at: int
     created_by: int
     disabled: bool = False
+    # When deliveries to this hook got an invalid response (for the auto-disable rule).
+    failures: deque[float] = field(default_factory=deque, repr=False)
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,11 @@ class World:
         self.request_log: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
-        self._windows: dict[int, deque[float]] = {}
+        self.limiter = Limiter()
+        # Bumped by reset(): background work scheduled before it (webhook redeliveries) is
+        # dropped. `redeliveries` is the queue sandbox.amocrm.webhooks starts on first use.
+        self.generation = 0
+        self.redeliveries: object | None = None
         # Global counters so ids differ between accounts, as they do in amoCRM.
         self._account_ids = itertools.count(29638927, 7919)
         self._field_ids = itertools.count(264911, 2)
@@ -426,19 +433,21 @@ class World:
                     r.revoked = True
             return count
 
-    def check_rate(self, account_id: int, now: float) -> float | None:
-        """Seconds until a slot frees if this account is over the limit, else None (and count)."""
-        limit = int(self.config.rate_limit)
-        if limit <= 0:
-            return None
-        with self.lock:
-            window = self._windows.setdefault(account_id, deque())
-            while window and window[0] <= now - 1.0:
-                window.popleft()
-            if len(window) >= limit:
-                return max(0.0, window[0] + 1.0 - now)
-            window.append(now)
-            return None
+    def check_rate(self, ip: str, account_id: int, now: float) -> float | None:
+        """Seconds until a slot frees if the IP or the account is over a limit, else None.
+
+        An admitted request is counted in all three windows: the client IP across accounts,
+        the account through our integration, the account across integrations.
+        """
+        cfg = self.config
+        return self.limiter.admit(
+            [
+                ("ip", ip, int(cfg.ip_rate_limit)),
+                ("account", str(account_id), int(cfg.rate_limit)),
+                ("account_total", str(account_id), int(cfg.account_total_rate_limit)),
+            ],
+            now,
+        )
 
     def take_fault(self, path: str) -> dict[str, Any] | None:
         with self.lock:
@@ -483,7 +492,8 @@ class World:
             self.request_log.clear()
             self.deliveries.clear()
             self.faults.clear()
-            self._windows.clear()
+            self.limiter.clear()
+            self.generation += 1
             for _ in range(self.config.seed_accounts):
                 self.create_account()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import threading
 import time
 from typing import Any
@@ -11,7 +13,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from sandbox.amocrm.state import AccountRec, Change, EntityRec, World
+from sandbox.amocrm.state import AccountRec, Change, EntityRec, WebhookRec, World
 
 WEBHOOK_USER_AGENT = "amoCRM-WebHook-client/1.0"
 DISABLE_USER_AGENT = "amoService-oAuth-Code-Sender/1.0"
@@ -101,30 +103,141 @@ def deliver(
         for hook in sorted(hooks, key=lambda h: h.sort):
             selected = [c for c in changes if wanted(hook.settings, c)]
             if selected:
-                jobs.append((hook.destination, build_body(account, selected)))
-    with world.lock:
-        records = [
-            {
-                "id": len(world.deliveries) + n + 1,
-                "account_id": account.id,
-                "destination": destination,
-                "body": body,
-                "status": None,
-                "error": None,
-            }
-            for n, (destination, body) in enumerate(jobs)
-        ]
-        world.deliveries.extend(records)
+                jobs.append((hook, build_body(account, selected)))
+        records = [_record(world, account, hook, body) for hook, body in jobs]
 
     def run() -> None:
         for record in records:
-            _post(world, record)
+            attempt(world, record)
 
     if wait:
         run()
     else:
         threading.Thread(target=run, name="sandbox-amocrm-webhooks", daemon=True).start()
     return records
+
+
+def _record(
+    world: World,
+    account: AccountRec,
+    hook: WebhookRec,
+    body: list[tuple[str, str]],
+    *,
+    attempt_no: int = 1,
+    retry_of: int | None = None,
+) -> dict[str, Any]:
+    """A delivery record, appended to the world's log. Hold world.lock."""
+    record = {
+        "id": len(world.deliveries) + 1,
+        "account_id": account.id,
+        "hook_id": hook.id,
+        "destination": hook.destination,
+        "body": body,
+        "attempt": attempt_no,
+        "retry_of": retry_of,
+        "status": None,
+        "error": None,
+    }
+    world.deliveries.append(record)
+    return record
+
+
+def attempt(world: World, record: dict[str, Any]) -> None:
+    """POST one delivery, then apply amoCRM's rules: count failures, disable, redeliver."""
+    _post(world, record)
+    _settle(world, record)
+
+
+def _valid(record: dict[str, Any]) -> bool:
+    # amoCRM wants an HTTP 100-299 answer within the timeout; anything else is "invalid".
+    status = record.get("status")
+    return status is not None and 100 <= int(status) < 300
+
+
+def _settle(world: World, record: dict[str, Any]) -> None:
+    if _valid(record):
+        return
+    cfg = world.config
+    now = time.time()
+    with world.lock:
+        account = world.accounts.get(record["account_id"])
+        hook = account.webhooks.get(record["destination"]) if account else None
+        if account is None or hook is None or hook.id != record["hook_id"] or hook.disabled:
+            return  # unsubscribed, re-created or already disabled meanwhile: nothing to retry
+        hook.failures.append(now)
+        while hook.failures and hook.failures[0] <= now - float(cfg.webhook_disable_window):
+            hook.failures.popleft()
+        limit = int(cfg.webhook_disable_after)
+        # "More than N invalid responses in the last 2 h, and the last one invalid too": this
+        # one is the latest and it is invalid, so the count alone decides.
+        if limit > 0 and len(hook.failures) > limit:
+            hook.disabled = True
+            hook.updated_at = int(now)
+            record["disabled_hook"] = True
+            return
+        delays = cfg.retry_delays()
+        n = int(record["attempt"])  # the attempt that just failed; the next is n + 1
+        if n > len(delays):
+            return
+        # [2nd]: the 2nd and 3rd attempts follow any invalid answer; the 4th and 5th only a
+        # 499/5xx. A timeout is amoCRM closing the request, i.e. its own 499 [our reading].
+        status = record.get("status")
+        if status is None:
+            server_side = "Timeout" in str(record.get("error"))
+        else:
+            server_side = int(status) == 499 or int(status) >= 500
+        if n >= 3 and not server_side:
+            return
+        retry = _record(
+            world, account, hook, record["body"], attempt_no=n + 1, retry_of=record["id"]
+        )
+        retry["due_at"] = now + delays[n - 1]
+        redeliveries(world).schedule(retry)
+
+
+class Redeliveries:
+    """One thread that sends due redeliveries in time order (no thread per pending retry)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, dict[str, Any]]] = []
+        self._seq = itertools.count()
+        self._generation = world.generation
+        threading.Thread(target=self._run, name="sandbox-amocrm-redelivery", daemon=True).start()
+
+    def schedule(self, record: dict[str, Any]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (record["due_at"], next(self._seq), record))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.time():
+                    timeout = self._heap[0][0] - time.time() if self._heap else None
+                    self._cond.wait(timeout)
+                _, _, record = heapq.heappop(self._heap)
+            if self.world.generation != self._generation:
+                continue  # scheduled before a reset: that world is gone
+            attempt(self.world, record)
+
+
+_redeliveries_lock = threading.Lock()
+
+
+def redeliveries(world: World) -> Redeliveries:
+    """The world's redelivery queue, started on first use and replaced after a reset."""
+    with _redeliveries_lock:
+        queue = getattr(world, "redeliveries", None)
+        if not isinstance(queue, Redeliveries) or queue._generation != world.generation:
+            queue = Redeliveries(world)
+            world.redeliveries = queue
+        return queue
 
 
 def _post(world: World, record: dict[str, Any]) -> None:

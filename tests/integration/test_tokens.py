@@ -61,6 +61,12 @@ def amo_server(base_env: dict[str, str]) -> Iterator[AmoSandbox]:
         redirect_uri=base_env["AMOCRM_REDIRECT_URI"],
         seed_accounts=0,
         rate_limit=0,
+        # Off explicitly, like the per-account limit: the emulator's defaults are amoCRM's rules
+        # (7/s per client IP, repeated 429s → a 403 ban of the IP), but these tests drive token
+        # refreshes and API probes from one IP without our client's shared per-IP budget, and a
+        # ban escalated in one test would fail the next ones in the module (issue 12 item 1).
+        ip_rate_limit=0,
+        ban_after_429s=0,
     )
     app = create_app(config)
     world: World = app.config["WORLD"]
