@@ -108,9 +108,12 @@ def list_title_for(*, account_id: int, account_name: str) -> str:
     """The account's list title from UNISENDER_LIST_TITLE ({account_name}, {account_id}).
 
     A long name is shortened, never the id: cutting the title's end could cut the one part that
-    keeps two accounts' titles apart.
+    keeps two accounts' titles apart. A name of only control characters or spaces counts as none.
     """
     template = get_settings().unisender_list_title.replace("{account_id}", str(account_id))
     room = LIST_TITLE_MAX - len(template.replace("{account_name}", ""))
-    name = (account_name or str(account_id))[: max(room, 0)]
-    return template.replace("{account_name}", name)[:LIST_TITLE_MAX]
+    # Control characters and runs of whitespace are not a title: Unisender refuses a blank one.
+    printable = "".join(ch if ch.isprintable() else " " for ch in account_name)
+    name = (" ".join(printable.split()) or str(account_id))[: max(room, 0)]
+    title = template.replace("{account_name}", name)[:LIST_TITLE_MAX].strip()
+    return title or f"amoCRM {account_id}"

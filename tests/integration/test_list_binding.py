@@ -27,7 +27,13 @@ from tests.integration.test_fullsync import (  # noqa: F401
     run_sync,
     servers,
 )
-from tests.integration.test_list_per_account import _connect, _install, _list_ids, _new_key
+from tests.integration.test_list_per_account import (  # noqa: F401
+    _connect,
+    _install,
+    _list_ids,
+    _new_key,
+    amocrm_without_ip_ban,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +53,14 @@ def test_a_bound_list_survives_a_title_change(
 def test_the_account_id_survives_a_long_name() -> None:
     title = list_title_for(account_id=31337, account_name="n" * 400)
     assert len(title) <= 255 and title.endswith("(31337)")
+
+
+@pytest.mark.parametrize("name", ["", "\r", " \t\n ", "\x00\x1f"])
+def test_a_blank_name_never_makes_a_blank_title(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNISENDER_LIST_TITLE", "{account_name}")
+    reset_caches()
+    assert list_title_for(account_id=42, account_name=name) == "42"
+    assert list_title_for(account_id=42, account_name="a\r\nb") == "a b"
 
 
 _NAMES = st.text(

@@ -22,7 +22,12 @@ from shared.status import collect_status, render_status_page
 from shared.unisender_link import get_unisender_link
 from tests.conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, reset_caches
 from tests.integration.test_fullsync import Connected, Sandboxes, env, run_sync, servers  # noqa: F401
-from tests.integration.test_list_per_account import _connect, _install, _new_key
+from tests.integration.test_list_per_account import (  # noqa: F401
+    _connect,
+    _install,
+    _new_key,
+    amocrm_without_ip_ban,
+)
 
 pytestmark = pytest.mark.integration
 

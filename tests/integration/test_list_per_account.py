@@ -24,6 +24,15 @@ from tests.integration.test_tokens import install_from_widget
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def amocrm_without_ip_ban(servers: Sandboxes) -> None:  # noqa: F811
+    """These tests install and connect many accounts from one IP without our client's shared
+    per-IP budget (installs use their own throttle): the emulator's per-IP limit and its ban
+    after repeated 429s would fail them for a reason they are not about (as in test_tokens)."""
+    servers.world.config.ip_rate_limit = 0
+    servers.world.config.ban_after_429s = 0
+
+
 def _new_key(env: Sandboxes) -> str:  # noqa: F811
     resp = requests.post(f"{env.uni_url}/_sandbox/keys", json={}, timeout=5)
     return str(resp.json()["api_key"])
