@@ -156,7 +156,7 @@ def _run(
     token = flows.mint_widget_token(
         client_id=settings.amocrm_client_id,
         client_secret=settings.amocrm_client_secret.get_secret_value(),
-        public_url=settings.public_url,
+        redirect_uri=settings.amocrm_redirect_uri,
         account_id=account_id,
         subdomain=str(account["subdomain"]),
     )

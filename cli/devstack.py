@@ -114,7 +114,7 @@ def sandbox_env(ports: Ports, *, mysql: Mapping[str, object], database: str) -> 
         "AMOCRM_REDIRECT_URI": f"{gateway}/auth",
         "AMOCRM_AUTH_URL": f"http://127.0.0.1:{ports.amocrm}/oauth",
         "AMOCRM_API_URL": f"http://127.0.0.1:{ports.amocrm}",
-        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/ru/api",
+        "UNISENDER_API_URL": f"http://127.0.0.1:{ports.unisender}/en/api",
         "PUBLIC_URL": gateway,
         "ENCRYPTION_KEY": generate_key(),
         "ADMIN_TOKEN": secrets.token_urlsafe(24),
@@ -382,7 +382,7 @@ def run_dev_stack(*, with_sandbox: bool) -> int:
     env = {k: v for k, v in environ.items() if k not in os.environ}
     if with_sandbox:
         env["AMOCRM_API_URL"] = settings.amocrm_api_url or f"http://127.0.0.1:{ports.amocrm}"
-        env["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/ru/api"
+        env["UNISENDER_API_URL"] = f"http://127.0.0.1:{ports.unisender}/en/api"
         env["AMOCRM_AUTH_URL"] = f"http://127.0.0.1:{ports.amocrm}/oauth"
     workdir = Path(tempfile.mkdtemp(prefix="amosync-dev-"))
     stack = Stack(ports=ports, env=env, workdir=workdir, with_sandbox=with_sandbox)

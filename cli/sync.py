@@ -197,7 +197,7 @@ def contacts(
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Accounts, recent sync runs, queues, buried jobs and import errors (the status page)."""
     from shared.db import get_database
-    from shared.status import collect_status
+    from shared.status import collect_status, webhook_health_text
 
     snapshot = collect_status(get_database())
     if as_json:
@@ -221,7 +221,9 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for b in snapshot.blocks:  # the operator alert: amoCRM answers 403, traffic is held
         console.print(f"[red]amoCRM blocks {b['hold']}[/red]: {b['tell_support']}")
-    accounts = Table("account", "id", "status", "token expires (UTC)", "list", "members", "failed")
+    accounts = Table(
+        "account", "id", "status", "token expires (UTC)", "list", "members", "failed", "webhook"
+    )
     for a in snapshot.accounts:
         accounts.add_row(
             a["name"],
@@ -231,6 +233,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             f"{a['list_title']} (#{a['list_id']})" if a["list_id"] else "not connected",
             str(a["members"]),
             str(a["failed"]),
+            webhook_health_text(a),
         )
     console.print(accounts)
     if snapshot.shared_lists:

@@ -173,7 +173,7 @@ def mint_widget_token(
     *,
     client_id: str,
     client_secret: str,
-    public_url: str,
+    redirect_uri: str,
     account_id: int,
     subdomain: str = "sandbox",
     lifetime: int = 1800,
@@ -184,10 +184,11 @@ def mint_widget_token(
     Only amoCRM holds that secret in production; minting with it is a sandbox-only move.
     """
     now = int(time.time())
-    public = urlsplit(public_url)
+    # amoCRM's `aud`: scheme + host of the integration's Redirect URI, no port (reference §6.2).
+    redirect = urlsplit(redirect_uri)
     payload: dict[str, Any] = {
         "iss": f"https://{subdomain}.amocrm.ru",
-        "aud": f"{public.scheme}://{public.netloc}",
+        "aud": f"{redirect.scheme}://{redirect.hostname}",
         "jti": str(uuid.uuid4()),
         "iat": now,
         "nbf": now,

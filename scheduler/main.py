@@ -19,6 +19,7 @@ from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 from shared.sync_runs import enqueue_due_reconciles
 from shared.tokens import enqueue_expiring_refreshes
+from shared.webhook_health import check_due_webhooks
 
 log = logging.getLogger("amosync.scheduler")
 
@@ -83,6 +84,14 @@ RECONCILE_TICK_MINUTES = 5
 
 def reconcile_job(settings: Settings) -> Any:
     tick = min(RECONCILE_TICK_MINUTES, settings.reconcile_interval_minutes)
+    # Webhook subscriptions first (each account at most once per check interval, see
+    # shared/webhook_health.py): an account found missing/disabled is re-subscribed and counts as
+    # unhealthy in the plan made just after. Its own claim, and its failure must not cost the
+    # reconciles their tick.
+    try:
+        run_once("webhook-health", tick * 60, check_due_webhooks)
+    except Exception:  # run_once logged it with its traceback
+        log.warning("webhook health check failed; the reconciles go on")
     return run_once("reconcile", tick * 60, enqueue_due_reconciles)
 
 

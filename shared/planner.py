@@ -7,8 +7,11 @@ that at 10,000 accounts. So the planner:
 
 - spreads full reconciles over the day: each account has its own daily slot (a hash of its id),
   so the load is flat instead of a 03:00 spike;
-- polls adaptively: accounts whose webhooks are healthy (events arrived recently) are polled
-  rarely, accounts whose webhooks look lost every RECONCILE_INTERVAL_MINUTES;
+- polls adaptively: accounts whose webhooks are healthy (events arrived recently, or the last
+  subscription check found the hook enabled; see `_reconcilable_accounts` in shared/sync_runs.py)
+  are polled rarely, accounts whose webhooks look lost every RECONCILE_INTERVAL_MINUTES;
+- reads each account's webhook subscription once per healthy poll interval
+  (shared/webhook_health.py): one request, counted in the demand like the polls;
 - keeps the planned daily requests under RECONCILE_BUDGET_SHARE of the IP budget, stretching every
   interval by the same factor when the accounts need more, and says how many egress IPs would
   keep the intervals unstretched.
@@ -35,6 +38,8 @@ CONTACTS_PER_PAGE = 250
 POLL_REQUESTS = 1.0
 # A full reconcile reads every page plus the custom-field definitions.
 FULL_EXTRA_REQUESTS = 1.0
+# A webhook health check is one `GET /api/v4/webhooks` (a re-subscription, two more, is rare).
+WEBHOOK_CHECK_REQUESTS = 1.0
 DAY = timedelta(days=1)
 
 
@@ -106,6 +111,11 @@ class Plan:
         return timedelta(hours=self.config.full_every_hours * self.stretch)
 
     @property
+    def webhook_check_interval(self) -> timedelta:
+        """How often each account's webhook subscription is read (shared/webhook_health.py)."""
+        return timedelta(minutes=self.config.healthy_poll_minutes * self.stretch)
+
+    @property
     def worst_poll_interval(self) -> timedelta:
         """The longest a change can wait for a poll when its webhook was lost."""
         return timedelta(minutes=self.config.poll_minutes * self.stretch)
@@ -137,10 +147,12 @@ def make_plan(loads: Sequence[AccountLoad], config: PlannerConfig) -> Plan:
     polls_healthy = 1440 / config.healthy_poll_minutes
     polls_lost = 1440 / config.poll_minutes
     fulls_per_day = 24 / config.full_every_hours
+    # Every account's subscription is checked once per healthy poll interval, healthy or not.
+    checks = polls_healthy * WEBHOOK_CHECK_REQUESTS
     demand = 0.0
     for load in loads:
         polls = polls_healthy if load.webhooks_healthy else polls_lost
-        demand += polls * POLL_REQUESTS + fulls_per_day * full_requests(load)
+        demand += polls * POLL_REQUESTS + fulls_per_day * full_requests(load) + checks
     stretch = max(1.0, demand / config.budget_per_day)
     return Plan(config=config, accounts=len(loads), demand_per_day=demand, stretch=stretch)
 

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     encryption_key: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
+    # Wrong admin credentials allowed per client IP per window before it gets 429 (guessing).
+    admin_auth_max_failures: int = Field(default=10, ge=1)
+    admin_auth_window_seconds: int = Field(default=300, ge=1)
     gateway_port: int = 8080
 
     log_level: str = "INFO"

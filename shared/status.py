@@ -63,10 +63,35 @@ def account_rows(db: Database) -> list[Row]:
         "(SELECT COUNT(*) FROM list_members m WHERE m.account_id = a.id AND m.state = 'member') "
         "AS members, "
         "(SELECT COUNT(*) FROM list_members m WHERE m.account_id = a.id AND m.state = 'failed') "
-        "AS failed "
+        "AS failed, "
+        "a.webhook_secret_enc IS NOT NULL AS webhook_subscribed, "
+        "h.checked_at AS webhook_checked_at, h.found AS webhook_found, h.error AS webhook_error, "
+        "h.resubscribed_at AS webhook_resubscribed_at, "
+        "h.resubscribe_reason AS webhook_resubscribe_reason, "
+        "h.resubscribes AS webhook_resubscribes, h.gap_run_id AS webhook_gap_run_id "
         "FROM accounts a LEFT JOIN oauth_tokens t ON t.account_id = a.id "
-        "LEFT JOIN unisender_settings u ON u.account_id = a.id ORDER BY a.name"
+        "LEFT JOIN unisender_settings u ON u.account_id = a.id "
+        "LEFT JOIN webhook_health h ON h.account_id = a.id ORDER BY a.name"
     )
+
+
+def webhook_health_text(a: Row) -> str:
+    """One account's webhook health in words (shared/webhook_health.py keeps the row)."""
+    if not a["webhook_subscribed"]:
+        return "not subscribed"
+    if a["webhook_checked_at"] is None:
+        parts = ["not checked yet"]
+    elif a["webhook_found"] == "error":
+        parts = [f"check failed {a['webhook_checked_at']:%Y-%m-%d %H:%M}: {a['webhook_error']}"]
+    else:
+        parts = [f"{a['webhook_found']} at check {a['webhook_checked_at']:%Y-%m-%d %H:%M}"]
+    if a["webhook_resubscribed_at"] is not None:
+        gap = f", gap reconcile run {a['webhook_gap_run_id']}" if a["webhook_gap_run_id"] else ""
+        parts.append(
+            f"re-subscribed {a['webhook_resubscribed_at']:%Y-%m-%d %H:%M} "
+            f"({a['webhook_resubscribes']}x; last: {a['webhook_resubscribe_reason']}{gap})"
+        )
+    return "; ".join(parts)
 
 
 def recent_runs(db: Database, *, limit: int = 20, account_id: int | None = None) -> list[Row]:
@@ -225,7 +250,17 @@ def render_status_page(s: StatusSnapshot) -> str:
     now = s.taken_at
     accounts = _table(
         "accounts",
-        ["account", "id", "host", "status", "token expires (UTC)", "list", "members", "failed"],
+        [
+            "account",
+            "id",
+            "host",
+            "status",
+            "token expires (UTC)",
+            "list",
+            "members",
+            "failed",
+            "webhook (UTC)",
+        ],
         [
             [
                 a["name"],
@@ -243,6 +278,7 @@ def render_status_page(s: StatusSnapshot) -> str:
                 f"{a['list_title']} (#{a['list_id']})" if a["list_id"] else "not connected",
                 a["members"],
                 a["failed"],
+                webhook_health_text(a),
             ]
             for a in s.accounts
         ],

@@ -17,7 +17,7 @@ from shared.clock import aware_utc, aware_utcnow, iso_utc, utcnow
 from shared.db import Database, Row, get_database
 from shared.jobqueue import QueueUnavailable, get_queue
 from shared.jobs import FullSyncJob
-from shared.planner import AccountLoad, PlannerConfig, make_plan
+from shared.planner import AccountLoad, Plan, PlannerConfig, make_plan
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -163,13 +163,35 @@ def enqueue_reconciles(mode: str = "incremental") -> int:
     return queued
 
 
-# An account that received a webhook event this recently has a working subscription: its
-# changes arrive by themselves and polling it rarely is enough.
+# Evidence that an account's subscription works stays good this long: an event received, or a
+# subscription check (shared/webhook_health.py, every RECONCILE_HEALTHY_INTERVAL_MINUTES) that
+# found the hook enabled. Longer than the check interval, so one failed check flips nothing.
 WEBHOOK_HEALTHY_WINDOW = timedelta(hours=24)
+
+# "Webhooks healthy" for the planner (a constant SQL expression over `a` and `h`, see below).
+# The rule, in order:
+# 1. re-subscribed and no event received since (a minute that started after the re-subscription)
+#    → unhealthy: we just found the hook missing or disabled; until amoCRM delivers again, the
+#    only proof that it works, the account is polled every RECONCILE_INTERVAL_MINUTES;
+# 2. an event received within WEBHOOK_HEALTHY_WINDOW → healthy;
+# 3. the last check within WEBHOOK_HEALTHY_WINDOW found it enabled → healthy: a quiet account
+#    with a working hook has no events to show, and polling it every 15 minutes is waste;
+# 4. otherwise (never checked, checks failing, no events) → unhealthy.
+_WEBHOOKS_HEALTHY_SQL = (
+    "CASE WHEN h.resubscribed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM event_minutes e "
+    " WHERE e.account_id = a.id AND e.minute > h.resubscribed_at) THEN 0 "
+    "WHEN EXISTS (SELECT 1 FROM event_minutes e WHERE e.account_id = a.id "
+    " AND e.minute >= %(since)s) THEN 1 "
+    "WHEN h.confirmed_at >= %(since)s THEN 1 ELSE 0 END"
+)
 
 
 def _reconcilable_accounts(db: Database) -> list[Row]:
-    """Active, connected accounts whose reconciles are not paused, with what the planner needs."""
+    """Active, connected accounts whose reconciles are not paused, with what the planner needs.
+
+    Also what the webhook health check needs: whether the account has a subscription of ours
+    (a webhook secret) and when it was last checked.
+    """
     # Accounts whose reconciles are paused (amoCRM answered 402: unpaid) are left out until the
     # pause ends; a run requested by hand still goes.
     allowed = reconcile_allowed_sql("a")  # a constant condition of ours, no input in it
@@ -180,12 +202,36 @@ def _reconcilable_accounts(db: Database) -> list[Row]:
         "(SELECT MAX(r.created_at) FROM sync_runs r WHERE r.account_id = a.id "
         " AND r.kind = 'full') AS last_full, "
         "(SELECT MAX(r.created_at) FROM sync_runs r WHERE r.account_id = a.id) AS last_run, "
-        "EXISTS (SELECT 1 FROM event_minutes e WHERE e.account_id = a.id "
-        " AND e.minute >= %s) AS webhooks_healthy "
+        f"{_WEBHOOKS_HEALTHY_SQL} AS webhooks_healthy, "
+        "a.webhook_secret_enc IS NOT NULL AS webhook_subscribed, "
+        "h.checked_at AS webhook_checked_at "
         "FROM accounts a JOIN unisender_settings u ON u.account_id = a.id "
+        "LEFT JOIN webhook_health h ON h.account_id = a.id "
         f"WHERE a.status = 'active' AND u.list_id IS NOT NULL AND {allowed} ORDER BY a.id",
-        (utcnow() - WEBHOOK_HEALTHY_WINDOW,),
+        {"since": utcnow() - WEBHOOK_HEALTHY_WINDOW},
     )
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    """The reconcilable accounts, their planner loads and the plan made for them."""
+
+    rows: list[Row]
+    loads: dict[int, AccountLoad]
+    plan: Plan
+
+
+def reconcile_plan(db: Database) -> ReconcilePlan:
+    """Plan the reconcilable accounts as they are now (the scheduler's tick, the webhook check)."""
+    rows = _reconcilable_accounts(db)
+    loads = {
+        int(row["id"]): AccountLoad(
+            int(row["id"]), int(row["contacts"] or 0), bool(row["webhooks_healthy"])
+        )
+        for row in rows
+    }
+    plan = make_plan(list(loads.values()), PlannerConfig.from_settings(get_settings()))
+    return ReconcilePlan(rows=rows, loads=loads, plan=plan)
 
 
 def _stored_time(value: datetime | None) -> datetime | None:
@@ -201,14 +247,8 @@ def enqueue_due_reconciles(now: datetime | None = None) -> dict[str, int]:
     """
     db = get_database()
     now = aware_utc(now) if now is not None else aware_utcnow()
-    rows = _reconcilable_accounts(db)
-    loads = {
-        int(row["id"]): AccountLoad(
-            int(row["id"]), int(row["contacts"] or 0), bool(row["webhooks_healthy"])
-        )
-        for row in rows
-    }
-    plan = make_plan(list(loads.values()), PlannerConfig.from_settings(get_settings()))
+    planned = reconcile_plan(db)
+    rows, loads, plan = planned.rows, planned.loads, planned.plan
     counts = {"accounts": len(rows), "full": 0, "incremental": 0}
     for row in rows:
         load = loads[int(row["id"])]

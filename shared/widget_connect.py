@@ -23,6 +23,8 @@ from shared.unisender_link import (
     unisender_client_for,
     unisender_client_for_key,
 )
+from shared.webhook_health import inspect as inspect_webhook
+from shared.webhook_health import resubscribe
 from shared.webhook_intake import (
     WEBHOOK_EVENTS,
     clear_webhook_secret,
@@ -112,10 +114,8 @@ def _subscribe_webhooks(amo: AmoCrmClient, account_id: int, destination: str) ->
         if hook.destination != destination:
             amo.delete_webhook(hook.destination)  # an old secret of ours: it must stop working
     mine = next((h for h in current if h.destination == destination), None)
-    if mine is None or mine.disabled or set(mine.settings) != set(WEBHOOK_EVENTS):
-        if mine is not None:
-            amo.delete_webhook(destination)
-        amo.subscribe_webhook(destination, list(WEBHOOK_EVENTS))
+    if inspect_webhook(mine) != "enabled":
+        resubscribe(amo, destination, mine)
 
 
 def _start_first_sync(

@@ -8,40 +8,49 @@ from werkzeug.wrappers import Response
 
 from shared import oauth_flow
 from shared.db import get_database
-from shared.errors import AppError, BadRequest, NotFound
-from shared.http import endpoint, is_admin, query_param, require_method
+from shared.errors import AppError, BadRequest
 from shared.settings import get_settings
-
-# Pages that carry OAuth codes in their URL: no caching, no Referer leaking it onwards.
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-    "X-Content-Type-Options": "nosniff",
-}
+from shared.web.auth import Auth
+from shared.web.pages import OAUTH_PAGE_HEADERS, html_page
+from shared.web.request import query_param
+from shared.web.routes import Call, Route, RouteTable
 
 
-@functions_framework.http
-@endpoint("auth")
-def auth(request: flask.Request) -> Response:
-    require_method(request, "GET")
-    path = request.path.rstrip("/")
-    if path.endswith("/disable"):
-        account_id = oauth_flow.verify_disable_hook(get_settings(), request.args)
-        known = oauth_flow.disable_account(get_database(), account_id)
-        return flask.jsonify({"status": "disabled", "account_id": account_id, "known": known})
-    if path not in ("", "/auth"):
-        raise NotFound("no such route")
+def disable(call: Call) -> Response:
+    assert call.caller.account_id is not None  # set by Auth.AMOCRM_SIGNED
+    known = oauth_flow.disable_account(get_database(), call.caller.account_id)
+    return flask.jsonify(
+        {"status": "disabled", "account_id": call.caller.account_id, "known": known}
+    )
+
+
+def oauth(call: Call) -> Response:
     try:
-        return _oauth(request)
+        return _oauth(call)
     except AppError as exc:
         # A person in a browser gets a page; scripts (and amoCRM) get the JSON error.
-        if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+        accepts = call.request.accept_mimetypes.best_match(["application/json", "text/html"])
+        if accepts != "text/html":
             raise
         return _page("Authorization failed", exc.message, exc.status, ok=False)
 
 
-def _oauth(request: flask.Request) -> Response:
+ROUTES = RouteTable(
+    "auth",
+    [
+        Route("/auth", oauth, auth=Auth.PUBLIC),  # the OAuth flow checks its own `state`
+        Route("/auth/disable", disable, auth=Auth.AMOCRM_SIGNED),
+    ],
+)
+
+
+@functions_framework.http
+def auth(request: flask.Request) -> flask.Response:
+    return ROUTES.dispatch(request)
+
+
+def _oauth(call: Call) -> Response:
+    request = call.request
     args = request.args
     settings = get_settings()
     if args.get("error"):
@@ -72,15 +81,12 @@ def _oauth(request: flask.Request) -> Response:
         settings,
         name=name,
         rebind=oauth_flow.is_true(args.get("rebind")),
-        is_admin=is_admin(request),
+        is_admin=call.caller.is_admin,
     )
     response = flask.redirect(url, code=302)
-    response.headers.update(PAGE_HEADERS)
+    response.headers.update(OAUTH_PAGE_HEADERS)
     return response
 
 
 def _page(title: str, message: str, status: int, *, ok: bool) -> flask.Response:
-    response = flask.make_response(oauth_flow.render_page(title, message, ok=ok), status)
-    response.headers["Content-Type"] = "text/html; charset=utf-8"
-    response.headers.update(PAGE_HEADERS)
-    return response
+    return html_page(oauth_flow.render_page(title, message, ok=ok), status, OAUTH_PAGE_HEADERS)

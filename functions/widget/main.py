@@ -9,42 +9,52 @@ from typing import Any
 import flask
 import functions_framework
 
-from shared import errors, widget_connect
+from shared import widget_connect
 from shared.db import get_database
-from shared.http import endpoint
-from shared.widget_auth import authenticate_widget, preflight, with_cors
+from shared.web.auth import Auth
+from shared.web.request import json_object
+from shared.web.routes import Call, Route, RouteTable
 
 
 def _form(request: flask.Request) -> dict[str, Any]:
-    # $authorizedAjax posts form fields like $.ajax; JSON is accepted too.
-    data = request.get_json(silent=True) if request.is_json else None
-    if isinstance(data, dict):
-        return data
+    # $authorizedAjax posts form fields like $.ajax; JSON is accepted too (depth-limited).
+    if request.is_json:
+        return json_object(request)
     return {key: request.form.get(key) for key in request.form}
 
 
-def _route(request: flask.Request) -> Any:
-    action = request.path.rstrip("/").removeprefix("/widget").strip("/") or "connect"
-    allowed = {"connect": "POST", "status": "GET", "disconnect": "POST"}
-    if action not in allowed:
-        raise errors.NotFound("no such widget route")
-    if request.method != allowed[action]:
-        raise errors.MethodNotAllowed(f"use {allowed[action]}")
-    db = get_database()
-    _, account = authenticate_widget(request, db)
-    if action == "status":
-        return widget_connect.status(db, account)
-    if action == "disconnect":
-        return widget_connect.disconnect(db, account)
-    body = _form(request)
+def connect(call: Call) -> Any:
+    assert call.caller.account is not None  # Auth.WIDGET
+    body = _form(call.request)
     return widget_connect.connect(
-        db, account, api_key=body.get("api_key"), email_types=body.get("email_types")
+        get_database(),
+        call.caller.account,
+        api_key=body.get("api_key"),
+        email_types=body.get("email_types"),
     )
 
 
+def status(call: Call) -> Any:
+    assert call.caller.account is not None
+    return widget_connect.status(get_database(), call.caller.account)
+
+
+def disconnect(call: Call) -> Any:
+    assert call.caller.account is not None
+    return widget_connect.disconnect(get_database(), call.caller.account)
+
+
+ROUTES = RouteTable(
+    "widget",
+    [
+        Route("/widget", connect, methods=("POST",), auth=Auth.WIDGET, cors=True),
+        Route("/widget/status", status, auth=Auth.WIDGET, cors=True),
+        Route("/widget/disconnect", disconnect, methods=("POST",), auth=Auth.WIDGET, cors=True),
+    ],
+    not_found=("not_found", "no such widget route"),
+)
+
+
 @functions_framework.http
-@endpoint("widget")
 def widget(request: flask.Request) -> flask.Response:
-    if request.method == "OPTIONS":
-        return with_cors(request, lambda: preflight(request))
-    return with_cors(request, lambda: _route(request))
+    return ROUTES.dispatch(request)

@@ -12,17 +12,17 @@ from flask import Flask, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sandbox.unisender.forms import parse_php_form
+from sandbox.unisender.messages import LANGUAGES
 from sandbox.unisender.state import (
     FAULT_KINDS,
+    RUNTIME_SETTINGS,
+    SIMULATED_EVENTS,
     ApiError,
     Fault,
     Sandbox,
     SandboxConfig,
     now_text,
 )
-
-LANGS = frozenset({"ru", "en"})
-MIXED_ARGS = "Call to a member function getMessage() on boolean"
 
 
 def create_app(config: SandboxConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -37,9 +37,23 @@ def create_app(config: SandboxConfig | Mapping[str, Any] | None = None) -> Flask
 
     @app.route("/<lang>/api/<path:method>", methods=["GET", "POST"])
     def api(lang: str, method: str) -> Response:
-        if lang not in LANGS:
-            abort(404)
-        return _handle_api(sandbox, method)
+        if lang not in LANGUAGES:
+            # What the real service does with another segment is [unverified]; refusing it (and
+            # saying which ones work) beats a silent fallback a misconfigured client never sees.
+            body = {
+                "error": f'Unknown language "{lang}" in the URL: use one of {", ".join(LANGUAGES)}',
+                "code": "unspecified",
+            }
+            return _envelope(body, status=404)
+        return _handle_api(sandbox, method, lang)
+
+    @app.get("/files/export/<task_uuid>.csv")
+    def export_file(task_uuid: str) -> Response:
+        # `file_to_download` of a completed async export ([unverified] format: CSV, header row).
+        text = sandbox.export_file(task_uuid)
+        if text is None:
+            abort(404, description="no such export file")
+        return Response(text, mimetype="text/csv")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -56,7 +70,7 @@ def _envelope(body: Mapping[str, Any], status: int = 200) -> Response:
     return Response(text, status=status, mimetype="application/json")
 
 
-def _handle_api(sandbox: Sandbox, method: str) -> Response:
+def _handle_api(sandbox: Sandbox, method: str, lang: str) -> Response:
     started = time.monotonic()
     query = list(request.args.items(multi=True))
     form = list(request.form.items(multi=True))
@@ -95,23 +109,31 @@ def _handle_api(sandbox: Sandbox, method: str) -> Response:
         # The docs list this message for requests that mix GET and POST arguments. `format` alone
         # in the query is tolerated because the official PHP wrapper sends it that way.
         if request.method == "POST" and form and any(k != "format" for k, _ in query):
-            raise ApiError(MIXED_ARGS, "unspecified")
+            raise ApiError("mixed_get_post", "unspecified")
         if args.get("format") != "json":
             # Without format=json the real API answers in another format; a JSON client then
             # sees a body it cannot parse, as it does here.
             return finish(Response("format=json is required", mimetype="text/plain"), "not_json")
         with sandbox.lock:
             account = sandbox.accounts.get(api_key or "")
+            # Both counters before anything else: the IP one counts even a wrong key.
+            sandbox.admit(account.api_key if account else None, _client_ip(), method)
             if account is None:
-                raise ApiError("Invalid API key", "invalid_api_key")
+                raise ApiError("invalid_api_key", "invalid_api_key")
             handler = sandbox.methods.get(method)
             if handler is None:
-                raise ApiError(f'Unknown method "{method}"', "unknown_method")
-            sandbox.check_rate_limit(account)
-            result = handler(account, args)
+                raise ApiError("unknown_method", "unknown_method", method=method)
+            sandbox.lang = lang
+            sandbox.current_method = method
+            result = handler(account, {**args, "_base_url": request.host_url})
     except ApiError as exc:
-        return finish(_envelope(exc.envelope()), exc.code)
+        return finish(_envelope(exc.envelope(lang)), exc.code)
     return finish(_envelope({"result": result}), "ok")
+
+
+def _client_ip() -> str:
+    # The TCP peer: the emulator is reached directly, never through a proxy of its own.
+    return request.remote_addr or "unknown"
 
 
 def _apply_faults(
@@ -177,12 +199,7 @@ def _register_control(app: Flask, sandbox: Sandbox) -> None:
         if request.method == "PATCH":
             with sandbox.lock:
                 for key, value in _json_body().items():
-                    if key not in (
-                        "rate_limit_per_min",
-                        "latency_ms",
-                        "legacy_contact_shape",
-                        "string_numbers",
-                    ):
+                    if key not in RUNTIME_SETTINGS:
                         abort(400, description=f"unknown setting {key!r}")
                     setattr(sandbox.config, key, value)
         return dict(sandbox.config.__dict__)
@@ -223,16 +240,54 @@ def _register_control(app: Flask, sandbox: Sandbox) -> None:
     @app.post("/_sandbox/keys/<key>/unsubscribe")
     def opt_out(key: str) -> Any:
         body = _json_body()
+        return simulated(key, {**body, "event": "unsubscribe"})[0]
+
+    @app.post("/_sandbox/keys/<key>/simulate")
+    def simulate(key: str) -> Any:
+        # A person acting in Unisender: unsubscribe | subscribe | hard_bounce | soft_bounce |
+        # complaint | delivered, for one `email` or many `emails`; hooks are told.
+        return {"contacts": simulated(key, _json_body())}
+
+    def simulated(key: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        event = body.get("event")
+        if event not in SIMULATED_EVENTS:
+            abort(400, description=f"event must be one of {sorted(SIMULATED_EVENTS)}")
+        emails = body.get("emails") or ([body["email"]] if body.get("email") else [])
+        if not isinstance(emails, list) or not emails:
+            abort(400, description="email or emails is required")
+        list_ids = body.get("list_ids")
+        if list_ids is not None and not (
+            isinstance(list_ids, list) and all(isinstance(i, int) for i in list_ids)
+        ):
+            abort(400, description="list_ids must be a list of integers")
+        campaign_id = body.get("campaign_id")
         with sandbox.lock:
             account = account_or_404(key)
             try:
-                ids = body.get("list_ids")
-                contact = sandbox.opt_out(account, str(body.get("email", "")), ids)
-            except KeyError:
-                abort(404, description="no such contact")
+                contacts = sandbox.simulate(account, event, emails, list_ids, campaign_id)
+            except KeyError as exc:
+                abort(404, description=f"no such contact {exc.args[0]!r}")
             except ApiError as exc:
                 abort(400, description=exc.message)
-            return contact.to_json()
+            return [c.to_json() for c in contacts]
+
+    @app.route("/_sandbox/rate_limits", methods=["GET", "DELETE"])
+    def rate_limits() -> Any:
+        # Calls counted in the current windows, per key and per IP; DELETE starts them afresh.
+        with sandbox.lock:
+            if request.method == "DELETE":
+                sandbox.windows.clear()
+            return sandbox.windows.snapshot(sandbox.config.rate_window_seconds)
+
+    @app.route("/_sandbox/deliveries", methods=["GET", "DELETE"])
+    def deliveries() -> Any:
+        # Hook and notify_url deliveries: events, state, every attempt with its retry_count.
+        with sandbox.lock:
+            if request.method == "DELETE":
+                sandbox.deliveries.clear()
+            key = request.args.get("api_key")
+            found = [d for d in sandbox.deliveries if key in (None, d.api_key)]
+            return {"deliveries": [d.to_json() for d in found]}
 
     @app.route("/_sandbox/keys/<key>/calls", methods=["GET", "DELETE"])
     def calls(key: str) -> Any:

@@ -315,7 +315,11 @@ class AmoCrmClient:
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 if attempt >= self._max_attempts:
-                    raise Transient(f"amoCRM {method} {urlsplit(url).path}: {exc}") from exc
+                    # The exception's text repeats the whole URL, query included: a webhook
+                    # destination in `filter[destination]` carries its secret. Name the type only.
+                    raise Transient(
+                        f"amoCRM {method} {urlsplit(url).path}: {type(exc).__name__}"
+                    ) from exc
                 delay = self._backoff(attempt)
                 logger.warning(
                     "amocrm %s %s failed (%s), retry %d in %.1fs",

@@ -31,21 +31,36 @@ def mint_widget_token(
     env: Mapping[str, str],
     account_id: int,
     *,
-    subdomain: str = "sandbox",
+    subdomain: str | None = None,
     secret: str | None = None,
     lifetime: int = 1800,
     claims: Mapping[str, Any] | None = None,
 ) -> str:
-    """A widget X-Auth-Token as amoCRM signs it (HS256 with the client secret)."""
+    """A widget X-Auth-Token as amoCRM signs it (HS256 with the client secret).
+
+    Its `iss`/`subdomain` name the account's stored host (amosync checks them), or "sandbox"
+    for an account it does not store.
+    """
     return flows.mint_widget_token(
         client_id=env["AMOCRM_CLIENT_ID"],
         client_secret=secret or env["AMOCRM_CLIENT_SECRET"],
-        public_url=env["PUBLIC_URL"],
+        redirect_uri=env["AMOCRM_REDIRECT_URI"],
         account_id=account_id,
-        subdomain=subdomain,
+        subdomain=subdomain or stored_subdomain(account_id) or "sandbox",
         lifetime=lifetime,
         claims=claims,
     )
+
+
+def stored_subdomain(account_id: int) -> str | None:
+    """The first label of the account's stored host, if amosync stores the account."""
+    from shared.db import get_database
+
+    try:
+        row = get_database().fetch_one("SELECT host FROM accounts WHERE id = %s", (account_id,))
+    except Exception:  # no database in this test (unit tests mint tokens too)
+        return None
+    return str(row["host"]).split(".", 1)[0] if row else None
 
 
 def unisender_url(stack: Stack) -> str:

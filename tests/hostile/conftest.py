@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -209,3 +212,49 @@ def check_response(
 
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+
+
+def account_host(account_id: int) -> str:
+    """The host amosync stores for the account (what a widget token's `iss` must name)."""
+    from shared.db import get_database
+
+    row = get_database().fetch_one("SELECT host FROM accounts WHERE id = %s", (account_id,))
+    assert row is not None, f"account {account_id} is not stored"
+    return str(row["host"])
+
+
+def widget_claims(target: Target, **overrides: Any) -> dict[str, Any]:
+    """Widget JWT claims exactly as amoCRM signs them for the target account (reference §6.2).
+
+    `aud` is the scheme + host of the Redirect URI; an override of None drops the claim.
+    """
+    now = int(time.time())
+    redirect = urlsplit(target.env["AMOCRM_REDIRECT_URI"])
+    host = account_host(target.account_id)
+    claims: dict[str, Any] = {
+        "iss": f"https://{host}",
+        "aud": f"{redirect.scheme}://{redirect.hostname}",
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 1800,
+        "account_id": target.account_id,
+        "user_id": 1,
+        "subdomain": host.split(".")[0],
+        "client_uuid": target.env["AMOCRM_CLIENT_ID"],
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def widget_token_calls(target: Target, token: str) -> Iterator[tuple[str, requests.Response]]:
+    """The token sent to a reading, a writing and a shared widget route, one answer each."""
+    for method, route in (("GET", "/widget/status"), ("POST", "/widget"), ("GET", "/contacts")):
+        resp = requests.request(
+            method,
+            target.url + route,
+            headers={"X-Auth-Token": token},
+            data={"api_key": "x"},
+            timeout=15,
+        )
+        yield f"{method} {route}", resp

@@ -26,6 +26,8 @@ from tests.hostile.conftest import (
     check_response,
     quiesce,
     snapshot,
+    widget_claims,
+    widget_token_calls,
 )
 
 pytestmark = [pytest.mark.hostile, pytest.mark.e2e]
@@ -179,22 +181,7 @@ def test_injection_strings_in_names_and_emails(target: Target, value: str) -> No
 
 
 def _claims(target: Target, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    public = urlsplit(target.env["PUBLIC_URL"])
-    claims: dict[str, Any] = {
-        "iss": "https://hostile.amocrm.ru",
-        "aud": f"{public.scheme}://{public.netloc}",
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 1800,
-        "account_id": target.account_id,
-        "user_id": 1,
-        "subdomain": "hostile",
-        "client_uuid": target.env["AMOCRM_CLIENT_ID"],
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
+    return widget_claims(target, **overrides)
 
 
 json_values = st.recursive(
@@ -273,15 +260,8 @@ def test_widget_tokens_amocrm_would_never_send(target: Target, overrides: dict[s
     )
     quiesce()
     before = snapshot(_db())
-    for method, route in (("GET", "/widget/status"), ("POST", "/widget"), ("GET", "/contacts")):
-        resp = requests.request(
-            method,
-            target.url + route,
-            headers={"X-Auth-Token": token},
-            data={"api_key": "x"},
-            timeout=15,
-        )
-        check_response(target, resp, where=f"{method} {route} {overrides}")
+    for route, resp in widget_token_calls(target, token):
+        check_response(target, resp, where=f"{route} {overrides}")
         assert resp.status_code == 401, (route, resp.text)
     assert changed(before, snapshot(_db())) == {}
 

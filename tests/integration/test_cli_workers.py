@@ -20,6 +20,7 @@ from shared.crypto import get_secret_box
 from shared.db import Database
 from shared.jobqueue import get_queue
 from shared.jobs import RefreshTokenJob
+from shared.workers import DEAD_AFTER
 from tests.conftest import reset_caches
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,13 @@ def names(prefix: str) -> list[dict[str, Any]]:
 
 def test_registry_add_list_delete_clear_with_max(db: Database, limit_restored: None) -> None:
     prefix = f"t{uuid.uuid4().hex[:6]}-"
-    existing = db.fetch_one("SELECT COUNT(*) AS n FROM workers WHERE type = %s", (TYPE,))
+    # Count what the cap counts: live workers only (a dead one does not hold its slot). Other
+    # tests of the session leave dead registrations of this type behind.
+    existing = db.fetch_one(
+        "SELECT COUNT(*) AS n FROM workers WHERE type = %s "
+        "AND (last_heartbeat_at IS NULL OR last_heartbeat_at >= %s)",
+        (TYPE, datetime.now(UTC).replace(tzinfo=None) - DEAD_AFTER),
+    )
     assert existing is not None
     cap = str(existing["n"] + 2)
     assert run("workers", "add", "-t", TYPE, "-w", f"{prefix}a", "--max", cap).exit_code == 0

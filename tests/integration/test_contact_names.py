@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _unisender_name(acc: Connected, email: str) -> str | None:
-    base = get_settings().unisender_api_url.rsplit("/ru/api", 1)[0]
+    base = get_settings().unisender_api_url.rsplit("/en/api", 1)[0]
     state = requests.get(f"{base}/_sandbox/keys/{acc.api_key}", timeout=5).json()
     for contact in state["contacts"]:
         if contact["email"] == email:

@@ -88,7 +88,7 @@ def env(
 ) -> Iterator[Sandboxes]:
     monkeypatch.setenv("AMOCRM_API_URL", servers.amo_url)
     monkeypatch.setenv("AMOCRM_AUTH_URL", f"{servers.amo_url}/oauth")
-    monkeypatch.setenv("UNISENDER_API_URL", f"{servers.uni_url}/ru/api")
+    monkeypatch.setenv("UNISENDER_API_URL", f"{servers.uni_url}/en/api")
     # An egress of this test's own: a 403 hold (shared.blocks) stays with the test that earned it.
     egress = f"t{secrets.token_hex(6)}"
     monkeypatch.setenv("EGRESS_ID", egress)
@@ -129,7 +129,7 @@ class Connected:
         # The control API gives the whole key state; we only look at list membership.
         import requests
 
-        base = get_settings().unisender_api_url.rsplit("/ru/api", 1)[0]
+        base = get_settings().unisender_api_url.rsplit("/en/api", 1)[0]
         state = requests.get(f"{base}/_sandbox/keys/{self.api_key}", timeout=5).json()
         return {
             c["email"]
@@ -140,7 +140,7 @@ class Connected:
     def import_calls(self) -> list[dict[str, Any]]:
         import requests
 
-        base = get_settings().unisender_api_url.rsplit("/ru/api", 1)[0]
+        base = get_settings().unisender_api_url.rsplit("/en/api", 1)[0]
         calls = requests.get(
             f"{base}/_sandbox/keys/{self.api_key}/calls",
             params={"method": "importContacts"},
@@ -161,7 +161,7 @@ def connect(env: Sandboxes, contacts: int = 0) -> Connected:
     import requests
 
     key = requests.post(f"{env.uni_url}/_sandbox/keys", json={}, timeout=5).json()["api_key"]
-    uni = UnisenderClient(key, base_url=f"{env.uni_url}/ru/api")
+    uni = UnisenderClient(key, base_url=f"{env.uni_url}/en/api")
     list_id = uni.ensure_list(f"amoCRM {account.id}")
     save_unisender_link(db, account.id, api_key=key, list_id=list_id, list_title="t")
     return Connected(account.id, key, list_id, uni)

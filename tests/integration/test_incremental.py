@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def linked(db: Database, uni_url: str, monkeypatch: pytest.MonkeyPatch) -> Tenant:  # noqa: F811
     from tests.conftest import reset_caches
 
-    monkeypatch.setenv("UNISENDER_API_URL", f"{uni_url}/ru/api")
+    monkeypatch.setenv("UNISENDER_API_URL", f"{uni_url}/en/api")
     reset_caches()
     tenant = make_tenant(db, uni_url)
     save_unisender_link(

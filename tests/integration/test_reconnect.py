@@ -33,7 +33,7 @@ def test_a_new_key_gets_every_address_on_its_first_full_sync(env: Sandboxes) -> 
     assert len(first.list_emails()) == 3 and _members(first.account_id) == 3
 
     key = requests.post(f"{env.uni_url}/_sandbox/keys", json={}, timeout=5).json()["api_key"]
-    uni = UnisenderClient(key, base_url=f"{env.uni_url}/ru/api")
+    uni = UnisenderClient(key, base_url=f"{env.uni_url}/en/api")
     list_id = uni.ensure_list(f"amoCRM {first.account_id}")
     save_unisender_link(
         get_database(), first.account_id, api_key=key, list_id=list_id, list_title="t"

@@ -83,7 +83,7 @@ def make_tenant(db: Database, base: str) -> Tenant:
     )
     key = "it" + secrets.token_hex(12)
     requests.post(f"{base}/_sandbox/keys", json={"api_key": key}, timeout=5).raise_for_status()
-    client = UnisenderClient(key, base_url=f"{base}/ru/api")
+    client = UnisenderClient(key, base_url=f"{base}/en/api")
     list_id = client.ensure_list(f"amoCRM {account_id}")
     client.ensure_field("Name")
     return Tenant(db, account_id, key, list_id, client, base)

@@ -192,7 +192,7 @@ def test_sandbox_override_points_every_app_service_at_the_emulators(tmp_path: Pa
         env = services[name]["environment"]
         assert env["SANDBOX_MODE"] == "true", name
         assert env["AMOCRM_API_URL"] == "http://sandbox-amocrm:8101", name
-        assert env["UNISENDER_API_URL"] == "http://sandbox-unisender:8102/ru/api", name
+        assert env["UNISENDER_API_URL"] == "http://sandbox-unisender:8102/en/api", name
         # Browser-facing: the consent page and the redirect back, through published ports.
         assert env["AMOCRM_AUTH_URL"] == "http://localhost:8101/oauth", name
         assert env["AMOCRM_REDIRECT_URI"] == amocrm["environment"]["AMOCRM_REDIRECT_URI"], name

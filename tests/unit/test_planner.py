@@ -55,10 +55,11 @@ def test_healthy_webhooks_are_polled_rarely_lost_ones_often() -> None:
 
 def test_a_plan_within_budget_is_not_stretched() -> None:
     plan = make_plan([AccountLoad(1, 1000, False)], CONFIG)
-    # 96 polls + one full of 4 pages + the field definitions.
-    assert plan.demand_per_day == pytest.approx(96 + 5)
+    # 96 polls + one full of 4 pages + the field definitions + 4 webhook checks (every 6 h).
+    assert plan.demand_per_day == pytest.approx(96 + 5 + 4)
     assert plan.stretch == 1.0
     assert plan.egress_ips_needed == 1
+    assert plan.webhook_check_interval == timedelta(hours=6)
 
 
 def test_a_plan_over_budget_stretches_every_interval_to_fit() -> None:

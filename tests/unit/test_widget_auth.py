@@ -7,7 +7,8 @@ import time
 import pytest
 
 from shared import errors
-from shared.widget_auth import is_allowed_origin, verify_widget_token
+from shared.web.cors import is_allowed_origin
+from shared.web.widget_token import verify_widget_token
 from tests.e2e.flows_widget import mint_widget_token
 
 pytestmark = pytest.mark.unit
@@ -32,15 +33,36 @@ def test_a_token_like_amocrm_makes_is_accepted(isolated_env: dict[str, str]) -> 
         ({"claims": {"account_id": None}}, "invalid_token"),
         ({"claims": {"account_id": "abc"}}, "invalid_token"),
         ({"lifetime": 30 * 24 * 3600}, "invalid_token"),
+        # Strict claims: one audience string, integer ids, a well-formed and consistent issuer.
+        ({"claims": {"aud": ["http://127.0.0.1", "https://evil.example"]}}, "invalid_token"),
+        ({"claims": {"account_id": "123"}}, "invalid_token"),
+        ({"claims": {"account_id": 123.5}}, "invalid_token"),
+        ({"claims": {"account_id": True}}, "invalid_token"),
+        ({"claims": {"user_id": "8744098"}}, "invalid_token"),
+        ({"claims": {"iss": None}}, "invalid_token"),
+        ({"claims": {"iss": "http://acme.amocrm.ru"}}, "invalid_token"),
+        ({"claims": {"iss": "https://acme.amocrm.ru/path"}}, "invalid_token"),
+        ({"claims": {"subdomain": "other"}}, "invalid_token"),
     ],
 )
 def test_forged_or_stale_tokens_are_refused(
     isolated_env: dict[str, str], overrides: dict[str, object], code: str
 ) -> None:
+    overrides = {"subdomain": "acme", **overrides}
     token = mint_widget_token(isolated_env, 123, **overrides)  # type: ignore[arg-type]
     with pytest.raises(errors.Unauthorized) as caught:
         verify_widget_token(token)
     assert caught.value.code == code
+
+
+def test_the_audience_is_the_redirect_uri_scheme_and_host(isolated_env: dict[str, str]) -> None:
+    # The stack's redirect URI has a port; amoCRM signs scheme + host only (reference §6.2).
+    assert ":" in isolated_env["AMOCRM_REDIRECT_URI"].split("//", 1)[1]
+    claims = verify_widget_token(mint_widget_token(isolated_env, 7, subdomain="acme"))
+    assert claims.issuer_host == "acme.amocrm.ru"
+    with_port = isolated_env["AMOCRM_REDIRECT_URI"].rsplit("/", 1)[0]
+    with pytest.raises(errors.Unauthorized):
+        verify_widget_token(mint_widget_token(isolated_env, 7, claims={"aud": with_port}))
 
 
 def test_small_clock_skew_is_tolerated(isolated_env: dict[str, str]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +14,7 @@ import requests
 from werkzeug.serving import make_server
 
 from sandbox.unisender import SandboxConfig, create_app
+from sandbox.unisender.state import RUNTIME_SETTINGS
 from shared.unisender import UnisenderClient
 
 
@@ -19,7 +23,7 @@ class SandboxServer:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.api_url = f"{url}/ru/api"
+        self.api_url = f"{url}/en/api"
         self.http = requests.Session()
 
     def control(self, verb: str, path: str, **kwargs: Any) -> Any:
@@ -67,11 +71,11 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
     defaults = SandboxConfig()
     yield sandbox_server
     sandbox_server.control("DELETE", "/faults")
+    # Every test of the session calls from 127.0.0.1: without a fresh window the per-IP limit
+    # (1,200/min, the real rule) would count the whole session as one minute's traffic.
+    sandbox_server.control("DELETE", "/rate_limits")
     sandbox_server.configure(
-        rate_limit_per_min=defaults.rate_limit_per_min,
-        latency_ms=defaults.latency_ms,
-        legacy_contact_shape=defaults.legacy_contact_shape,
-        string_numbers=defaults.string_numbers,
+        **{name: getattr(defaults, name) for name in sorted(RUNTIME_SETTINGS)},
     )
 
 
@@ -92,3 +96,53 @@ def client(sandbox: SandboxServer, api_key: str, sleeps: list[float]) -> Iterato
         api_key, base_url=sandbox.api_url, sleep=sleeps.append, timeout=(2, 5)
     ) as unisender:
         yield unisender
+
+
+class HookReceiver:
+    """A local HTTP endpoint standing in for amosync's hook route: records every POST body and
+    answers with the statuses queued in `answers` (then 200), optionally after a delay."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        self.answers: list[int] = []
+        self.delay = 0.0
+        self.received = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                with receiver.received:
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.bodies.append(json.loads(raw or b"null"))
+                    receiver.received.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/unisender/hook?secret=s1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:
+        """Block until `count` bodies arrived; fail the test if they do not."""
+        deadline = time.monotonic() + timeout
+        with self.received:
+            while len(self.bodies) < count:
+                left = deadline - time.monotonic()
+                assert left > 0, f"expected {count} hook bodies, got {len(self.bodies)}"
+                self.received.wait(left)
+            return list(self.bodies)
+
+
+@pytest.fixture
+def hook_receiver() -> Iterator[HookReceiver]:
+    receiver = HookReceiver()
+    yield receiver
+    receiver.server.shutdown()
