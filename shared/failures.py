@@ -6,9 +6,10 @@ long (`default_retry_after`, or the `retry_after` the answer carried), what it c
 one row, one account, or every tenant behind our egress IP), what it does to the account
 (`stops_account`, `pauses_reconciles`) and what an HTTP caller is told (`http`). `decide` reads
 those attributes, and nothing else re-derives them: the consumers turn a `Decision` into a retry
-or a bury (`job_outcome`), `shared.http` into a status code (`http_answer`), `shared.accounts`
-into an account status. A retriable failure of the whole egress (a 429, a 403 block, Unisender's
-per-IP limit) defers the job: it waits without spending its retry budget (`Decision.defers`);
+or a bury (`job_outcome`), `shared.web.error_mapping` into a status code (`http_answer`),
+`shared.accounts` into an account status. A retriable failure of the whole egress (a 429, a 403
+block, Unisender's per-IP limit) defers the job: it waits without spending its retry budget
+(`Decision.defers`);
 how long and how often other jobs are retried is the one `shared.jobqueue.RetryBudget`. A new
 retry rule goes here; a new vendor error goes into its vendor's `errors.py`, with its attributes.
 

@@ -10,6 +10,7 @@ plan again (imports are upserts and excludes are idempotent).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -18,8 +19,9 @@ from shared.amocrm.models import Contact
 from shared.contacts import contact_display_name, normalize_name, select_emails
 from shared.db import Database, Row
 from shared.jobqueue import RetryJob
+from shared.settings import get_settings
 from shared.unisender.client import UnisenderClient
-from shared.unisender.models import ImportRow
+from shared.unisender.models import ImportRow, ListStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,18 @@ MEMBER = "member"
 FAILED = "failed"
 EXCLUDED = "excluded"
 # The person unsubscribed (account-wide or from our list): never imported or excluded again.
+# It is the suppression record: only Unisender's statuses write it, and no later import
+# decision overwrites it (see `_write_views`); it survives a reconnect (shared.unisender_link).
 UNSUBSCRIBED = "unsubscribed"
+# Import `log` code of a row whose address is unsubscribed from a list in its `email_list_ids`
+# (the emulator's name; the real codes are undocumented): a status, recorded as UNSUBSCRIBED.
+LIST_UNSUBSCRIBED_WARNING = "list_unsubscribed"
+
+# Up to this many addresses to check, one getContact each (fresh, and a webhook's few addresses
+# cost a few calls); more, and the list's statuses are read once with an export (≈3 calls
+# whatever the size) and reused for STATUS_MAX_AGE_SECONDS (exports: 20 calls a minute).
+SMALL_CHECK = 20
+STATUS_MAX_AGE_SECONDS = 300.0
 
 IN_CHUNK = 500  # values per IN (...) query
 LOCK_TIMEOUT_SECONDS = 30.0
@@ -159,10 +172,18 @@ class Plan:
     old_emails: dict[int, list[str]] = field(default_factory=dict)
     new_emails: dict[int, list[str]] = field(default_factory=dict)
     to_import: list[ImportRow] = field(default_factory=list)
+    # Rows of addresses already on the list (a changed name): sent WITHOUT our list id, so the
+    # row can never put back someone who unsubscribed from the list since ([unverified] whether a
+    # re-imported list id clears a per-list unsubscribe; reference §3).
+    update_only: set[str] = field(default_factory=set)
     to_exclude: list[str] = field(default_factory=list)
     quiet_exclude: list[str] = field(default_factory=list)  # never reached the list
-    # Imports of addresses we excluded earlier: the person may have unsubscribed meanwhile.
+    # Imports that join the list for an address we do not hold as a member (new to us, or
+    # excluded earlier): the person may have unsubscribed meanwhile, so Unisender is asked first.
     recheck: list[str] = field(default_factory=list)
+    # Removals of addresses we put on the list ourselves (a status snapshot older than our own
+    # import may not show them yet).
+    ours: set[str] = field(default_factory=set)
     unsubscribed: list[str] = field(default_factory=list)  # found opted out when applied
 
 
@@ -220,11 +241,13 @@ def apply_contact_states(
     run_id: int | None = None,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
     keep_alive: Callable[[], None] | None = None,
+    statuses: ListStatuses | None = None,
 ) -> ApplyResult:
     """Bring the account's list in line with these contact states (see the module docstring).
 
     Raises AccountBusy when another process holds the account's list lock, and Unisender
-    errors as they come. `keep_alive` is called between Unisender calls (job TTR).
+    errors as they come. `keep_alive` is called between Unisender calls (job TTR). `statuses`
+    lets a caller share one status reader (and its export) across many applies.
     """
     with db.named_lock(f"amosync:list:{account_id}", timeout=lock_timeout) as acquired:
         if not acquired:
@@ -242,6 +265,7 @@ def apply_contact_states(
             run_id=run_id,
             batch_ids=[s.contact_id for s in batch],
             keep_alive=keep_alive or (lambda: None),
+            statuses=statuses or ListStatuses(client, list_id),
         )
 
 
@@ -356,10 +380,14 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
             ):
                 continue
             plan.to_import.append(ImportRow(email=email, name=name or None))
-            if member is not None and member.state == EXCLUDED:
+            if member is not None and member.state == MEMBER:
+                plan.update_only.add(email)
+            elif member is None or member.state == EXCLUDED:
                 plan.recheck.append(email)
         elif member is None or member.state == MEMBER:
             plan.to_exclude.append(email)
+            if member is not None:
+                plan.ours.add(email)
         elif member.state == FAILED:
             plan.quiet_exclude.append(email)
 
@@ -376,14 +404,94 @@ def plan_changes(states: Sequence[ContactState], snapshot: Snapshot) -> Plan:
     return plan
 
 
-def opted_out(client: UnisenderClient, email: str, list_id: int) -> bool:
-    """Whether the person unsubscribed: account-wide, or from this list."""
-    contact = client.get_contact(email, include_lists=True, include_fields=False)
-    if contact is None:
-        return False
-    if contact.status == UNSUBSCRIBED:
-        return True
-    return any(m.id == list_id and m.status == UNSUBSCRIBED for m in contact.lists)
+@dataclass(frozen=True)
+class Lookup:
+    """Statuses of some addresses: None where Unisender has no such contact (getContact) or the
+    address is not on the list (export).
+
+    `snapshot` marks answers from a list export, which can be older than our own latest
+    imports; getContact answers are fresh. A person who unsubscribes after the export is missed
+    by removals for at most STATUS_MAX_AGE_SECONDS; a later re-import asks again (`recheck`).
+    """
+
+    statuses: dict[str, ListStatus | None]
+    snapshot: bool
+
+
+class ListStatuses:
+    """Who is on the list and who opted out, asked as cheaply as the number of addresses allows.
+
+    One per apply by default; a full-sync run keeps one for the whole run, so its removals and
+    imports share one export instead of one per batch.
+    """
+
+    def __init__(
+        self,
+        client: UnisenderClient,
+        list_id: int,
+        *,
+        notify_url: str | None = None,
+        small: int = SMALL_CHECK,
+        max_age: float = STATUS_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.list_id = list_id
+        # We poll the export task; the URL only has to be one of ours (required by the docs).
+        self.notify_url = notify_url or get_settings().public_url
+        self.small = small
+        self.max_age = max_age
+        self._clock = clock
+        self._snapshot: dict[str, ListStatus] | None = None
+        self._taken_at = 0.0
+        self._opted_out: dict[str, ListStatus] | None = None  # account-wide, on no list of ours
+        self._opted_out_at = 0.0
+        self._no_export = False
+
+    def lookup(
+        self, emails: Sequence[str], keep_alive: Callable[[], None], *, joining: bool = False
+    ) -> Lookup:
+        """Statuses of these addresses. `joining`: they are about to be put on the list, so an
+        address the list export lacks is also looked up among the account-wide unsubscribed
+        (a second export, read only when some address needs it)."""
+        wanted = list(dict.fromkeys(emails))
+        if not wanted:
+            return Lookup({}, snapshot=False)
+        if len(wanted) > self.small and not self._no_export:
+            snapshot = self._fresh_snapshot(keep_alive)
+            if snapshot is not None:
+                listed = {e: snapshot.get(e) for e in wanted}
+                missing = [e for e, status in listed.items() if status is None]
+                if joining and missing:
+                    opted_out = self._fresh_opted_out(keep_alive)
+                    listed.update({e: opted_out.get(e) for e in missing})
+                return Lookup(listed, snapshot=True)
+        found: dict[str, ListStatus | None] = {}
+        for email in wanted:
+            contact = self.client.get_contact(email, include_lists=True, include_fields=False)
+            found[email] = None if contact is None else ListStatus.from_contact(contact)
+            keep_alive()
+        return Lookup(found, snapshot=False)
+
+    def _fresh_snapshot(self, keep_alive: Callable[[], None]) -> dict[str, ListStatus] | None:
+        if self._snapshot is None or self._clock() - self._taken_at > self.max_age:
+            snapshot = self.client.export_list_statuses(
+                self.list_id, notify_url=self.notify_url, keep_alive=keep_alive
+            )
+            if snapshot is None:
+                # The service refused the status columns: getContact per address from now on.
+                self._no_export = True
+                return None
+            self._snapshot, self._taken_at = snapshot, self._clock()
+        return self._snapshot
+
+    def _fresh_opted_out(self, keep_alive: Callable[[], None]) -> dict[str, ListStatus]:
+        if self._opted_out is None or self._clock() - self._opted_out_at > self.max_age:
+            found = self.client.export_list_statuses(
+                None, notify_url=self.notify_url, email_status="unsubscribed", keep_alive=keep_alive
+            )
+            self._opted_out, self._opted_out_at = found or {}, self._clock()
+        return self._opted_out
 
 
 def _holder_name(snapshot: Snapshot, contact_id: int) -> str:
@@ -403,6 +511,7 @@ def _execute(
     run_id: int | None,
     batch_ids: list[int],
     keep_alive: Callable[[], None],
+    statuses: ListStatuses,
 ) -> ApplyResult:
     """Unisender first, then both views in one transaction (a failure leaves the old views)."""
     result = ApplyResult(stale=plan.stale, unchanged=plan.unchanged)
@@ -410,34 +519,53 @@ def _execute(
         _mark_seen(db, account_id, batch_ids, run_id)
         return result
 
-    # `exclude` also wipes a per-list unsubscribe, after which a re-import would add the person
-    # back as active: who opted out is asked first and left alone (and never imported again).
-    # Cost: a removal is two calls per address (getContact + exclude); Unisender has no bulk
-    # exclude, and importContacts' `delete` column may delete account-wide (reference §3).
-    # keep_alive between calls keeps a burst of deletes inside the job's TTR.
-    unsubscribed: set[str] = set()
-    for email in [*plan.recheck, *plan.to_exclude]:
-        if opted_out(client, email, list_id):
-            unsubscribed.add(email)
-        keep_alive()
-    plan.to_import = [row for row in plan.to_import if row.email not in unsubscribed]
+    # Who opted out is asked before anything is sent, and left alone: never imported again (the
+    # per-list unsubscribe must not be undone) and not removed either (a removal could wipe the
+    # per-list status that tells us). Few addresses: getContact each; many: one list export.
+    lookup = statuses.lookup(plan.to_exclude, keep_alive)
+    joining = statuses.lookup(plan.recheck, keep_alive, joining=True)
+    unsubscribed = {
+        email
+        for email, status in [*lookup.statuses.items(), *joining.statuses.items()]
+        if status is not None and status.unsubscribed_from(list_id)
+    }
+    plan.to_import = [
+        row if row.email in plan.update_only else row.model_copy(update={"list_ids": (list_id,)})
+        for row in plan.to_import
+        if row.email not in unsubscribed
+    ]
     plan.to_exclude = [email for email in plan.to_exclude if email not in unsubscribed]
-    plan.unsubscribed = sorted(unsubscribed)
+    removals = [email for email in plan.to_exclude if _on_list(email, lookup, plan, list_id)]
 
     failed: dict[str, tuple[str, str]] = {}
     warned: dict[str, tuple[str, str]] = {}
     if plan.to_import:
-        imported = client.import_contacts(plan.to_import, list_id=list_id)
+        imported = client.import_contacts(plan.to_import, list_id=None)
         result.import_calls = imported.calls
         failed = {e.email: (e.code, e.message) for e in imported.row_errors}
-        # A warning's address is on the list: it stays a member, with the note kept beside it.
+        # A warning's address is on the list: it stays a member, with the note kept beside it;
+        # one saying the address is unsubscribed from our list is that status, recorded as such.
         warned = {e.email: (e.code, e.message) for e in imported.row_warnings}
+        unsubscribed |= {e for e, (code, _) in warned.items() if code == LIST_UNSUBSCRIBED_WARNING}
     keep_alive()
-    for email in plan.to_exclude:
-        if client.exclude(email, [list_id]):
-            result.emails_excluded += 1
+    if removals:
+        # Batched rows (≤500 a call), not one exclude call per address: 1,400 removals used to
+        # cost 2,800 calls (with the getContact each) and ran into the per-minute limit.
+        removed = client.exclude_from_list(removals, list_id)
+        result.import_calls += removed.calls
+        result.emails_excluded = len(removals) - len(removed.row_errors)
+        if removed.row_errors:
+            log.warning(
+                "Unisender refused removal rows",
+                extra={
+                    "account_id": account_id,
+                    "rows": len(removed.row_errors),
+                    "codes": sorted({e.code for e in removed.row_errors}),
+                },
+            )
         keep_alive()
 
+    plan.unsubscribed = sorted(unsubscribed)
     result.unsubscribed = len(unsubscribed)
     result.rows_imported = len(plan.to_import) - len(failed)
     result.row_errors = len(failed)
@@ -476,6 +604,18 @@ def _execute(
         },
     )
     return result
+
+
+def _on_list(email: str, lookup: Lookup, plan: Plan, list_id: int) -> bool:
+    """Whether removing this address needs a row: never for one Unisender does not have.
+
+    A row for an unknown address would create it in the account. A snapshot older than our
+    own import of the address does not show it yet: an address we put there is removed anyway.
+    """
+    status = lookup.statuses.get(email)
+    if status is not None:
+        return list_id in status.list_ids
+    return lookup.snapshot and email in plan.ours
 
 
 def _email_rows(
@@ -557,14 +697,21 @@ def _write_views(
                 )
         for email in [*plan.to_exclude, *plan.quiet_exclude]:
             member_rows.append((account_id, email, EXCLUDED, None, None, None))
+        unsubscribed = set(plan.unsubscribed)
+        member_rows = [r for r in member_rows if r[1] not in unsubscribed]
         for email in plan.unsubscribed:
             member_rows.append((account_id, email, UNSUBSCRIBED, None, None, None))
         if member_rows:
+            # A suppression record stays whatever this batch decided: only Unisender's own
+            # statuses write it (a person coming back re-subscribes through Unisender's form).
             cur.executemany(
                 "INSERT INTO list_members (account_id, email, state, name_sent, error_code, "
                 "error_message) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                "state = VALUES(state), name_sent = VALUES(name_sent), "
-                "error_code = VALUES(error_code), error_message = VALUES(error_message)",
+                "name_sent = IF(state = 'unsubscribed', name_sent, VALUES(name_sent)), "
+                "error_code = IF(state = 'unsubscribed', error_code, VALUES(error_code)), "
+                "error_message = IF(state = 'unsubscribed', error_message, "
+                "VALUES(error_message)), "
+                "state = IF(state = 'unsubscribed', state, VALUES(state))",
                 member_rows,
             )
 

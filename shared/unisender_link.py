@@ -11,6 +11,7 @@ from shared.crypto import DecryptionFailed, get_secret_box
 from shared.db import Database, Row
 from shared.list_binding import claim_list, key_fingerprint
 from shared.settings import get_settings
+from shared.sync import UNSUBSCRIBED
 from shared.unisender.client import UnisenderClient
 
 
@@ -52,6 +53,9 @@ def save_unisender_link(
     `list_members` records what we did in ONE list: with another key or list (or after a
     disconnect, when the old one is unknown) it is forgotten in the same transaction, so the
     first full sync imports every address instead of believing the new list already has them.
+    Suppression records (`unsubscribed`) are kept on every reconnect: they say what a person
+    chose about this account's mailings, not what we did in one list, and the safe reading is
+    that a new key or list of the same sender does not undo an opt-out.
     """
     box = get_secret_box()
     fingerprint = key_fingerprint(api_key)
@@ -63,7 +67,10 @@ def save_unisender_link(
         )
         current = cur.fetchone()
         if current is None or not _same_list(current, api_key=api_key, list_id=list_id):
-            cur.execute("DELETE FROM list_members WHERE account_id = %s", (account_id,))
+            cur.execute(
+                "DELETE FROM list_members WHERE account_id = %s AND state <> %s",
+                (account_id, UNSUBSCRIBED),
+            )
         cur.execute(
             "INSERT INTO unisender_settings (account_id, api_key_enc, key_fingerprint, list_id, "
             "list_title) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "

@@ -38,7 +38,13 @@ from shared.jobs import FullSyncJob
 from shared.list_binding import sync_refusal
 from shared.prefetch import read_ahead
 from shared.settings import get_settings
-from shared.sync import ApplyResult, ContactState, apply_contact_states, state_from_contact
+from shared.sync import (
+    ApplyResult,
+    ContactState,
+    ListStatuses,
+    apply_contact_states,
+    state_from_contact,
+)
 from shared.sync_runs import (
     ACTIVE_STATUSES,
     DONE,
@@ -61,7 +67,9 @@ IMPORT_BATCH_ROWS = 500  # Unisender's importContacts maximum
 # run can hide a live contact); past this many the scan is trusted as it is, to stay far from
 # amoCRM's "uncontrolled scans" blocking rule.
 VERIFY_UNSEEN_MAX = 200
-_UNSEEN_BATCH = 200
+# Unseen contacts applied at once: a full importContacts call's worth, so 1,000 deletions cost
+# two removal calls (plus one shared status export), not five.
+_UNSEEN_BATCH = IMPORT_BATCH_ROWS
 
 
 class RunBusy(RetryJob):
@@ -259,6 +267,8 @@ class _Runner:
         self.keep_alive = keep_alive
         self.enum_codes = load_enum_codes(db, account.id)
         self.allowed = set(account.email_types) if account.email_types else None
+        # One status reader per run: its list export is shared by every batch of the run.
+        self.statuses = ListStatuses(uni, self.list_id)
 
     def state_of(self, contact: Contact) -> ContactState:
         # Read from amoCRM just now: seen alive, it overrides a deletion we dated ourselves.
@@ -276,6 +286,7 @@ class _Runner:
             states=states,
             run_id=self.run_id if mark_seen else None,
             keep_alive=self.keep_alive,
+            statuses=self.statuses,
         )
         self.keep_alive()
         return result

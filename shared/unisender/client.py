@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
 import time
@@ -29,6 +31,7 @@ from shared.unisender.models import (
     ImportChunkResult,
     ImportResult,
     ImportRow,
+    ListStatus,
     MailingList,
     RowError,
     UnisenderContact,
@@ -41,6 +44,11 @@ USER_AGENT = "amosync-unisender/0.1 (+https://github.com/amosync)"
 IMPORT_BATCH_LIMIT = 500  # documented hard cap of rows per importContacts call
 IMPORT_MAX_ATTEMPTS = 3  # docs: no answer within 30 s -> retry at most 2 more times
 MAX_VALUE_LENGTH = 255  # no documented limit for `string` fields: truncate defensively
+EXPORT_PAGE_LIMIT = 1000  # legacy exportContacts: "not more than 1000 records at a time"
+# What a list export asks for. `email_unsubscribed_list_ids` is the import column's name; as an
+# export column it is [unverified] (reference §4): a service that refuses it answers invalid_arg,
+# and `export_list_statuses` then returns None so callers fall back to getContact per address.
+STATUS_COLUMNS = ("email", "email_status", "email_list_ids", "email_unsubscribed_list_ids")
 
 # Columns importContacts treats specially; a user field may never shadow them. `email_status` in
 # particular is never sent: see `_row_cells`.
@@ -375,6 +383,108 @@ class UnisenderClient:
             return False  # 'Contact "x" not found': already out of the list, nothing to do
         return True
 
+    def exclude_from_list(self, emails: Iterable[str], list_id: int) -> ImportResult:
+        """Remove addresses from one list in importContacts calls of ≤500 rows, not one call each.
+
+        Each row is `email` + `email_excluded_list_ids=<list_id>`: removal from our list only.
+        Not the `delete` column: whether `delete=1` removes the contact from the list or from the
+        whole account is ambiguous in the docs (reference §3), and the account may hold lists
+        amosync does not manage. Like `exclude`, this does not mark anyone unsubscribed.
+        """
+        rows = [ImportRow(email=e, excluded_list_ids=(list_id,)) for e in emails]
+        return self.import_contacts(rows, list_id=None) if rows else ImportResult()
+
+    def export_list_statuses(
+        self,
+        list_id: int | None,
+        *,
+        notify_url: str,
+        email_status: str | None = None,
+        wait_seconds: float = 300.0,
+        keep_alive: Callable[[], None] | None = None,
+    ) -> dict[str, ListStatus] | None:
+        """Every address of the list with its statuses, read in one export (not one call each).
+
+        `list_id=None` with `email_status` reads the whole account's addresses in that status
+        (e.g. everyone unsubscribed account-wide, who is on no list of ours).
+
+        `async/exportContacts` plus `async/getTaskResult` polls (the export's own limit is 20
+        calls a minute, so callers read it once and reuse it); the legacy synchronous
+        `exportContacts` (1,000 rows a call) only when the async method is unknown. None when the
+        service refuses the status columns ([unverified] names): the caller must then ask per
+        address. `notify_url` is required by the EN docs; we poll, so nothing needs to answer it.
+        """
+        params: dict[str, object] = {"field_names": list(STATUS_COLUMNS)}
+        if list_id is not None:
+            params["list_id"] = list_id
+        if email_status is not None:
+            params["email_status"] = email_status
+        try:
+            task = self.call("async/exportContacts", {**params, "notify_url": notify_url})
+        except UnknownMethod:
+            return self._export_legacy(params)
+        except InvalidArgument:
+            return None
+        if not isinstance(task, Mapping) or not task.get("task_uuid"):
+            raise Transient("export task has no task_uuid", method="async/exportContacts")
+        url = self._await_export(str(task["task_uuid"]), wait_seconds, keep_alive)
+        return _statuses(self._download(url))
+
+    def _export_legacy(self, params: Mapping[str, object]) -> dict[str, ListStatus] | None:
+        rows: list[dict[str, str]] = []
+        offset = 0
+        while True:
+            try:
+                page = self.call(
+                    "exportContacts", {**params, "offset": offset, "limit": EXPORT_PAGE_LIMIT}
+                )
+            except InvalidArgument:
+                return None
+            if not isinstance(page, Mapping):
+                raise Transient("export result is not an object", method="exportContacts")
+            names = [str(n) for n in page.get("field_names") or ()]
+            data = list(page.get("data") or ())
+            rows.extend(dict(zip(names, (str(v) for v in values), strict=False)) for values in data)
+            if len(data) < EXPORT_PAGE_LIMIT:
+                return _statuses(rows)
+            offset += len(data)
+
+    def _await_export(
+        self, task_uuid: str, wait_seconds: float, keep_alive: Callable[[], None] | None
+    ) -> str:
+        deadline = time.monotonic() + wait_seconds
+        delay = 1.0
+        while True:
+            # The task is never done at once: the first poll waits too.
+            self._sleep(delay)
+            if keep_alive is not None:
+                keep_alive()
+            result = self.call("async/getTaskResult", {"task_uuid": task_uuid})
+            if isinstance(result, Mapping) and result.get("file_to_download"):
+                return str(result["file_to_download"])
+            if time.monotonic() + delay > deadline:
+                raise Transient("export task not finished in time", method="async/getTaskResult")
+            delay = min(delay * 1.5, 10.0)
+
+    def _download(self, url: str) -> list[dict[str, str]]:
+        # The file URL is not an API call and carries no key; it is still never logged (it may
+        # hold a token of its own).
+        try:
+            response = self._session.get(
+                url, timeout=self.timeout, headers={"User-Agent": USER_AGENT}
+            )
+        except requests.RequestException as exc:
+            raise Transient(
+                f"export download failed: {type(exc).__name__}", code="connection"
+            ) from exc
+        if not 200 <= response.status_code < 300:
+            raise Transient(
+                f"export download: HTTP {response.status_code}",
+                code=f"http_{response.status_code}",
+            )
+        response.encoding = response.encoding or "utf-8"
+        return list(csv.DictReader(io.StringIO(response.text)))
+
     def get_contact(
         self,
         email: str,
@@ -458,6 +568,24 @@ def _map_log(
         else:
             errors.append(row)
     return errors, warnings
+
+
+def _statuses(rows: Iterable[Mapping[str, str]]) -> dict[str, ListStatus]:
+    """Export rows by address; a row without an email (a phone-only contact) is skipped."""
+    found: dict[str, ListStatus] = {}
+    for row in rows:
+        if not (row.get("email") or "").strip():
+            continue
+        status = ListStatus.model_validate(
+            {
+                "email": row["email"],
+                "status": row.get("email_status") or "",
+                "list_ids": row.get("email_list_ids") or "",
+                "unsubscribed_list_ids": row.get("email_unsubscribed_list_ids") or "",
+            }
+        )
+        found[status.email] = status
+    return found
 
 
 def _as_list(result: object, method: str) -> list[Any]:

@@ -171,3 +171,45 @@ class UnisenderContact(_Model):
             if key in result:
                 data[key] = result[key]
         return cls.model_validate(data)
+
+
+def _id_set(value: object) -> object:
+    # Export cells hold list ids as one comma-separated string ("" when none).
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(int(part) for part in value.split(",") if part.strip())
+    return value
+
+
+IdSet = Annotated[frozenset[int], BeforeValidator(_id_set)]
+
+
+class ListStatus(_Model):
+    """One address of a list export: its account-wide status and its per-list opt-outs."""
+
+    email: str
+    status: str = ""
+    list_ids: IdSet = frozenset()
+    unsubscribed_list_ids: IdSet = frozenset()
+
+    @field_validator("email")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return canonical_email(value)
+
+    def unsubscribed_from(self, list_id: int) -> bool:
+        """Whether the person opted out: account-wide, or from this list."""
+        return self.status == "unsubscribed" or list_id in self.unsubscribed_list_ids
+
+    @classmethod
+    def from_contact(cls, contact: UnisenderContact) -> ListStatus:
+        """The same facts read from one getContact answer (`include_lists=1`)."""
+        return cls(
+            email=contact.email,
+            status=contact.status,
+            list_ids=frozenset(m.id for m in contact.lists),
+            unsubscribed_list_ids=frozenset(
+                m.id for m in contact.lists if m.status == "unsubscribed"
+            ),
+        )

@@ -10,5 +10,6 @@ file's `RouteTable` naming the path, methods, `Auth` and CORS. The pieces behind
 - `widget_token.py`: amoCRM's one-time widget JWT; `cors.py`: CORS for amoCRM account origins;
 - `request.py`: query parameters and request ids; `pages.py`: the HTML pages' headers.
 
-The exception → HTTP mapping stays in `shared/http.py` (`map_exception`).
+- `error_mapping.py`: the one exception → HTTP mapping (`map_exception`, which asks
+  `shared.failures`) and the JSON error shape.
 """

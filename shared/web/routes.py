@@ -27,12 +27,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import errors
 from shared.db import get_database
-from shared.http import _HTTP_CODES, error_body, map_exception
 from shared.jobqueue import get_queue
 from shared.logs import configure_logging, request_id_var
 from shared.settings import get_settings
 from shared.web.auth import Auth, Caller, authenticate
 from shared.web.cors import cors_headers, preflight
+from shared.web.error_mapping import _HTTP_CODES, error_body, map_exception
 from shared.web.request import request_id_of
 
 log = logging.getLogger("amosync.http")

@@ -68,6 +68,11 @@ class Tenant:
         calls = requests.get(f"{self.base}/_sandbox/keys/{self.api_key}/calls", timeout=5).json()
         return int(calls["counts"].get("importContacts", 0))
 
+    def resubscribe_attempts(self) -> list[dict[str, Any]]:
+        """Calls that tried to put an opted-out address back (the emulator lists each)."""
+        state = requests.get(f"{self.base}/_sandbox/keys/{self.api_key}", timeout=5).json()
+        return list(state["resubscribe_attempts"])
+
     def member(self, email: str) -> dict[str, Any] | None:
         return self.db.fetch_one(
             "SELECT * FROM list_members WHERE account_id = %s AND email = %s",
@@ -279,10 +284,9 @@ def test_a_list_unsubscribe_survives_an_email_changing_away_and_back(tenant: Ten
     result = tenant.apply(state(1, "other@x.ru", name="Opt", at=101))  # changed away
     assert result.unsubscribed == 1 and result.emails_excluded == 0
     assert tenant.member("opt@x.ru")["state"] == "unsubscribed"  # type: ignore[index]
-    calls = tenant.import_calls()
     tenant.apply(state(1, "opt@x.ru", name="Opt", at=102))  # and back
     assert _list_status(tenant, "opt@x.ru") == "unsubscribed"
-    assert tenant.import_calls() == calls  # never imported again
+    assert tenant.resubscribe_attempts() == []  # never imported again
 
 
 def test_a_list_unsubscribe_survives_delete_and_restore(tenant: Tenant) -> None:
@@ -299,9 +303,8 @@ def test_an_address_we_excluded_is_checked_before_it_is_imported_again(tenant: T
     tenant.apply(state(1, "elsewhere@x.ru", at=101))  # excluded while still subscribed
     assert tenant.member("back@x.ru")["state"] == "excluded"  # type: ignore[index]
     _opt_out(tenant, "back@x.ru", from_list=False)  # then unsubscribed from everything
-    calls = tenant.import_calls()
     result = tenant.apply(state(1, "back@x.ru", at=102))
-    assert result.unsubscribed == 1 and tenant.import_calls() == calls
+    assert result.unsubscribed == 1 and tenant.resubscribe_attempts() == []
     assert tenant.member("back@x.ru")["state"] == "unsubscribed"  # type: ignore[index]
     assert _list_status(tenant, "back@x.ru") is None
 

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared import errors
-from shared.http import map_exception
 from shared.logs import JsonFormatter, redact, request_id_var
 from shared.settings import Settings
+from shared.web.error_mapping import map_exception
 
 pytestmark = pytest.mark.unit
 

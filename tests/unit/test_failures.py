@@ -9,9 +9,9 @@ from shared import failures
 from shared.amocrm import errors as amo
 from shared.db import DatabaseUnavailable
 from shared.failures import Failure, Scope
-from shared.http import map_exception
 from shared.jobqueue import PoisonJob, QueueUnavailable, RetryBudget, RetryJob
 from shared.unisender import errors as uni
+from shared.web.error_mapping import map_exception
 
 # (error, retriable, delay, scope, stops_account, pauses_reconciles, HTTP status, HTTP code)
 CASES: list[tuple[Failure, bool, float | None, Scope, str | None, bool, int, str]] = [
