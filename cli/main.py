@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cli import accounts, capacity, config, demo, ops, security, sync, widget
+from cli import accounts, capacity, config, demo, lists, ops, security, sync, widget
 
 app = typer.Typer(
     name="amosync",
@@ -33,6 +33,7 @@ def _use_a_running_dev_stack(ctx: typer.Context) -> None:
 ops.register(app)
 config.register(app)
 accounts.register(app)
+lists.register(app)
 sync.register(app)
 widget.register(app)
 security.register(app)

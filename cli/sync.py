@@ -220,6 +220,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "import_errors": snapshot.import_errors,
                     "events_last_hour": sum(n for _, n in snapshot.events_per_minute),
                     "amocrm_blocks": snapshot.blocks,
+                    "shared_lists": [x.as_dict() for x in snapshot.shared_lists],
                 },
                 default=str,
             )
@@ -242,6 +243,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             webhook_health_text(a),
         )
     console.print(accounts)
+    if snapshot.shared_lists:
+        from cli.lists import shared_lists_table
+
+        err.print("[red]accounts sharing another account's Unisender list:[/red]")
+        console.print(shared_lists_table(snapshot.shared_lists))
     runs = Table(
         "run", "account", "kind", "status", "pages", "contacts", "imported", "excluded", "error"
     )

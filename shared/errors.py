@@ -51,3 +51,9 @@ class ServiceUnavailable(AppError):
 
     status = 503
     code = "service_unavailable"
+
+
+class ListTaken(Conflict):
+    """The Unisender list belongs to another account of ours: one list serves one account."""
+
+    code = "list_taken"

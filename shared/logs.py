@@ -17,24 +17,60 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
-# Belt and braces: even if a secret slips into a message, these shapes are masked.
+MASK = "***"
+
+# Fields whose value is a secret whatever it looks like (`extra` keys and JSON/form keys in text).
+# `code` is not among them: Unisender's and our own error codes travel as `code` and operators
+# need to read them. The OAuth authorization code is masked by its shapes instead (below).
+SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "access_token",
+        "refresh_token",
+        "client_secret",
+        "webhook_secret",
+        "secret",
+        "password",
+        "admin_token",
+        "encryption_key",
+        "authorization",
+        "x-auth-token",
+        "signature",
+    }
+)
+_KEY_ALTERNATION = "|".join(re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True))
+
+# Belt and braces: even if a secret slips into a message, these shapes are masked. The header
+# schemes go first, so `"authorization": "Bearer …"` loses the token, not just the word.
 _SECRET_PATTERNS = [
-    (re.compile(r"(api_key=)[^&\s\"']+"), r"\1***"),
-    (re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+"), r"\1***"),
-    (re.compile(r"(/webhook/\d+/)[^/?\s\"']+"), r"\1***"),
+    (re.compile(r"(?i)(Bearer\s+)[A-Za-z0-9._~+/=\-]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(Basic\s+)[A-Za-z0-9+/=]{8,}"), rf"\1{MASK}"),
+    # key=value / "key": "value" / 'key': 'value' for every secret key.
     (
-        re.compile(
-            r"((?:refresh_token|access_token|client_secret|code)[\"']?\s*[:=]\s*[\"']?)[^&\s\"',}]+"
-        ),
-        r"\1***",
+        re.compile(rf"(?i)(\b(?:{_KEY_ALTERNATION})[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^&\s\"',}}]+"),
+        rf"\1{MASK}",
     ),
+    # The secret segment of a webhook path, whatever the id segment holds (`%20123`, `+123`).
+    (re.compile(r"(/webhook/[^/\s\"'?#]*/)[^/?#\s\"']+"), rf"\1{MASK}"),
+    # OAuth parameters in a URL query: `?code=…&state=…` (a JSON "code" field is left alone).
+    (re.compile(r"([?&](?:code|state)=)[^&\s\"'#]+"), rf"\1{MASK}"),
+    # Shapes of amoCRM secrets wherever they appear: JWTs (access tokens, widget tokens) and
+    # authorization / refresh codes (`def50200…`).
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), MASK),
+    (re.compile(r"\bdef50200[0-9a-fA-F]{16,}"), MASK),
 ]
 
 
 def redact(text: str) -> str:
+    """`text` with every secret it carries replaced by `***`; error codes stay readable."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_field(key: str, value: Any) -> Any:
+    """An `extra` field's value, masked when its key names a secret."""
+    return MASK if key.lower() in SECRET_KEYS and value not in (None, "") else value
 
 
 def new_request_id() -> str:
@@ -61,7 +97,7 @@ class JsonFormatter(logging.Formatter):
             payload["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                payload[key] = value
+                payload[key] = redact_field(key, value)
         if record.exc_info:
             payload["exc"] = redact(self.formatException(record.exc_info))
         return redact(json.dumps(payload, default=str, ensure_ascii=False))

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import pymysql
 
-from shared.accounts import AccountRow, get_account
+from shared.accounts import AccountRow, get_account, get_account_by_name
 from shared.amocrm.client import AmoCrmClient, StaticTokenProvider
 from shared.amocrm.errors import OAuthRejected, Transient
 from shared.amocrm.models import Account, TokenPair
@@ -65,19 +65,49 @@ def validate_name(name: str) -> str:
 
 
 def allowed_host(referer: str, allowed_domains: tuple[str, ...]) -> str:
-    """The account host from `referer` if it is an allowed amoCRM domain or a subdomain of one.
+    """The account host from `referer`: one DNS label directly under an allowed amoCRM domain.
 
-    amoCRM sends a bare host (`acme.amocrm.ru`); anything else (scheme, port, path, userinfo, an
-    IP address, a look-alike such as `amocrm.ru.evil.com`) is refused.
+    amoCRM sends a bare host (`acme.amocrm.ru`); anything else is refused before the code is
+    exchanged (the token call carries our client secret to this host): a scheme, port, path,
+    userinfo, an IP address, a look-alike such as `amocrm.ru.evil.com`, the bare apex
+    (`amocrm.ru` is no account), a deeper name (`a.b.amocrm.ru`), a trailing dot (another
+    spelling of the same name that would be stored as a second host) and punycode or other
+    IDNA-reserved labels (`xn--…`, look-alikes of a real subdomain in the address bar).
     """
-    host = referer.strip().lower().rstrip(".")
+    host = referer.lower()
     labels = host.split(".")
-    if len(host) > 253 or len(labels) < 2 or not all(_LABEL_RE.fullmatch(x) for x in labels):
+    if len(host) > 253 or len(labels) < 3 or not all(_LABEL_RE.fullmatch(x) for x in labels):
         raise BadRequest("referer is not an amoCRM account host", code="referer_not_allowed")
-    for domain in allowed_domains:
-        if host == domain or host.endswith("." + domain):
-            return host
-    raise BadRequest("referer is not an allowed amoCRM domain", code="referer_not_allowed")
+    if any(label[2:4] == "--" for label in labels):
+        raise BadRequest(
+            "referer must not hold punycode or IDNA-reserved labels", code="referer_not_allowed"
+        )
+    if host.split(".", 1)[1] in allowed_domains:
+        return host
+    raise BadRequest(
+        "referer is not an account subdomain of an allowed amoCRM domain",
+        code="referer_not_allowed",
+    )
+
+
+def account_host(referer_host: str, amo: Account) -> str:
+    """The host to store: the account's own subdomain (from amoCRM) under the referer's domain.
+
+    The referer is checked but is still what the redirect says; the subdomain amoCRM reports
+    for the account the tokens belong to is the authority, so a well-formed but foreign
+    referer (`other.amocrm.ru`) never overwrites the stored host.
+    """
+    domain = referer_host.split(".", 1)[1]
+    subdomain = amo.subdomain.lower()
+    if not _LABEL_RE.fullmatch(subdomain) or subdomain[2:4] == "--":
+        return referer_host
+    host = f"{subdomain}.{domain}"
+    if host != referer_host:
+        log.warning(
+            "referer host differs from the account's subdomain; keeping the account's",
+            extra={"account_id": amo.id, "referer": referer_host, "host": host},
+        )
+    return host
 
 
 def disable_signature(client_secret: str, client_uuid: str, account_id: str) -> str:
@@ -188,6 +218,11 @@ def complete_authorization(
         if state is None:
             raise BadRequest("query parameter 'state' is required", code="missing_parameter")
         wanted = consume_state(db, state)
+        if not wanted.rebind_allowed:
+            # Before the code is spent: a name held by an account on another host is a 409
+            # the user can act on, with the code still unused (store_installation re-checks
+            # by account id once amoCRM has said which account the code is for).
+            check_name_free(db, wanted.name, host)
     oauth = build_oauth(settings, timeout=INSTALL_TIMEOUT)
     try:
         pair = oauth.exchange_code(host, code)
@@ -200,7 +235,7 @@ def complete_authorization(
     result = store_installation(
         db,
         amo=amo,
-        host=host,
+        host=account_host(host, amo),
         pair=pair,
         name=wanted.name if wanted else None,
         rebind_allowed=bool(wanted and wanted.rebind_allowed),
@@ -216,6 +251,21 @@ def complete_authorization(
         },
     )
     return result
+
+
+def check_name_free(db: Database, name: str, host: str) -> None:
+    """409 when `name` belongs to an account stored under another host."""
+    holder = get_account_by_name(db, name)
+    if holder is not None and holder.host != host:
+        raise name_taken(name)
+
+
+def name_taken(name: str) -> Conflict:
+    return Conflict(
+        f"the name {name!r} belongs to another amoCRM account; an admin can "
+        f"rebind it: GET /auth?name={name}&rebind=1 with the admin bearer",
+        code="name_taken",
+    )
 
 
 def read_account(
@@ -273,11 +323,7 @@ def store_installation(
                 holder = cur.fetchone()
                 if holder is not None and int(holder["id"]) != amo.id:
                     if not rebind_allowed:
-                        raise Conflict(
-                            f"the name {name!r} belongs to another amoCRM account; an admin can "
-                            f"rebind it: GET /auth?name={name}&rebind=1 with the admin bearer",
-                            code="name_taken",
-                        )
+                        raise name_taken(name)
                     displaced = f"{name}-{holder['id']}"
                     cur.execute(
                         "UPDATE accounts SET name = %s WHERE id = %s", (displaced, holder["id"])
@@ -340,16 +386,30 @@ def verify_disable_hook(settings: Settings, params: Mapping[str, str]) -> int:
 
 
 def disable_account(db: Database, account_id: int) -> bool:
-    """Stop syncing the account and drop its tokens (its Unisender link stays); True if known."""
+    """Stop syncing the account and drop its tokens (its Unisender link stays); True if known.
+
+    amoCRM's hook carries no nonce or time, so a captured one stays valid: a replay must
+    change nothing more than the first delivery did, and still say the account is known.
+    """
     with db.transaction() as cur:
-        known = cur.execute(
-            "UPDATE accounts SET status = 'disabled', "
-            "status_reason = 'integration disabled in amoCRM' WHERE id = %s",
-            (account_id,),
-        )
+        cur.execute("SELECT status FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
+        row = cur.fetchone()
+        first = row is not None and row["status"] != "disabled"
+        if first:
+            cur.execute(
+                "UPDATE accounts SET status = 'disabled', "
+                "status_reason = 'integration disabled in amoCRM' WHERE id = %s",
+                (account_id,),
+            )
         cur.execute("DELETE FROM oauth_tokens WHERE account_id = %s", (account_id,))
-    log.warning("account disabled by amoCRM hook", extra={"account_id": account_id, "known": known})
-    return bool(known)
+    if first:
+        log.warning("account disabled by amoCRM hook", extra={"account_id": account_id})
+    else:
+        log.info(
+            "disable hook for an account not active here",
+            extra={"account_id": account_id, "known": row is not None},
+        )
+    return row is not None
 
 
 # --- pages ---------------------------------------------------------------------------------

@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     token_refresh_min_age_minutes: int = Field(default=5, ge=0)
 
     unisender_api_url: str = "https://api.unisender.com/en/api"
-    unisender_list_title: str = "amoCRM {account_name}"
+    # The account id makes the default title unique per amoCRM account: two accounts with the
+    # same name on one Unisender key get two lists (a list is bound to one account by id anyway).
+    unisender_list_title: str = "amoCRM {account_name} ({account_id})"
 
     # Empty: derived from GATEWAY_PORT, http://localhost:<GATEWAY_PORT>.
     public_url: str = ""

@@ -18,6 +18,7 @@ from shared.clock import utcnow
 from shared.db import Database, Row
 from shared.jobqueue import QueueUnavailable, get_queue
 from shared.jobs import JOB_TYPES
+from shared.list_binding import SharedList, shared_lists
 from shared.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class StatusSnapshot:
     workers: list[dict[str, Any]] = field(default_factory=list)
     # amoCRM 403 blocks in force, each with what to tell amoCRM support (the operator alert).
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    # Accounts writing into a list another account is bound to (see shared.list_binding).
+    shared_lists: list[SharedList] = field(default_factory=list)
 
 
 def account_rows(db: Database) -> list[Row]:
@@ -162,6 +165,7 @@ def collect_status(db: Database, *, runs: int = 20, errors: int = 20) -> StatusS
         }
         for h in list_holds(db)
     ]
+    snapshot.shared_lists = shared_lists(db)
     return snapshot
 
 
@@ -374,6 +378,27 @@ def render_status_page(s: StatusSnapshot) -> str:
         "no workers registered",
         numeric={4},
     )
+    shared = _table(
+        "shared-lists",
+        ["account", "id", "Unisender list", "bound to", "what to do"],
+        [
+            [
+                x.account_name,
+                x.account_id,
+                f"{x.list_title or '-'} (#{x.list_id})",
+                f"{x.holder_name} ({x.holder_id})" if x.holder_id else "nobody",
+                f"amosync lists split {x.account_name}",
+            ]
+            for x in s.shared_lists
+        ],
+        "no Unisender list is shared by two accounts",
+        numeric={1},
+    )
+    if s.shared_lists:
+        shared = (
+            '<p class="bad">These accounts write into a list that belongs to another account: '
+            "their full syncs are refused until they are split.</p>" + shared
+        )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -381,6 +406,7 @@ def render_status_page(s: StatusSnapshot) -> str:
         f'<h1>amosync status</h1><p class="muted">as of {_e(now)} UTC</p>'
         f'<h2 id="blocks">amoCRM blocks</h2>{blocks}'
         f"<h2>Accounts</h2>{accounts}"
+        f"<h2>Shared Unisender lists</h2>{shared}"
         f"<h2>Recent sync runs</h2>{runs}"
         f"<h2>Queues</h2>{queues}"
         f"<h2>Buried jobs</h2>{parked}"

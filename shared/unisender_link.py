@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from shared.crypto import DecryptionFailed, get_secret_box
 from shared.db import Database, Row
+from shared.list_binding import claim_list, key_fingerprint
 from shared.settings import get_settings
 from shared.sync import UNSUBSCRIBED
 from shared.unisender.client import UnisenderClient
@@ -46,7 +47,8 @@ def get_unisender_link(db: Database, account_id: int) -> UnisenderLink | None:
 def save_unisender_link(
     db: Database, account_id: int, *, api_key: str, list_id: int, list_title: str
 ) -> UnisenderLink:
-    """Store (or replace) the account's key and list; the key is encrypted first.
+    """Store (or replace) the account's key and list, bound to the account; 409 if the list
+    belongs to another account (`shared.list_binding`). The key is encrypted first.
 
     `list_members` records what we did in ONE list: with another key or list (or after a
     disconnect, when the old one is unknown) it is forgotten in the same transaction, so the
@@ -56,7 +58,9 @@ def save_unisender_link(
     that a new key or list of the same sender does not undo an opt-out.
     """
     box = get_secret_box()
+    fingerprint = key_fingerprint(api_key)
     with db.transaction() as cur:
+        claim_list(cur, account_id=account_id, fingerprint=fingerprint, list_id=list_id)
         cur.execute(
             "SELECT api_key_enc, list_id FROM unisender_settings WHERE account_id = %s FOR UPDATE",
             (account_id,),
@@ -68,11 +72,12 @@ def save_unisender_link(
                 (account_id, UNSUBSCRIBED),
             )
         cur.execute(
-            "INSERT INTO unisender_settings (account_id, api_key_enc, list_id, list_title) "
-            "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE api_key_enc = VALUES(api_key_enc), "
+            "INSERT INTO unisender_settings (account_id, api_key_enc, key_fingerprint, list_id, "
+            "list_title) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "api_key_enc = VALUES(api_key_enc), key_fingerprint = VALUES(key_fingerprint), "
             "list_id = VALUES(list_id), list_title = VALUES(list_title), "
             "connected_at = CURRENT_TIMESTAMP(6)",
-            (account_id, box.encrypt(api_key), list_id, list_title),
+            (account_id, box.encrypt(api_key), fingerprint, list_id, list_title),
         )
     link = get_unisender_link(db, account_id)
     assert link is not None
@@ -103,8 +108,19 @@ def unisender_client_for_key(api_key: str) -> UnisenderClient:
     return UnisenderClient(api_key, base_url=get_settings().unisender_api_url)
 
 
+LIST_TITLE_MAX = 255
+
+
 def list_title_for(*, account_id: int, account_name: str) -> str:
-    """The account's list title from UNISENDER_LIST_TITLE ({account_name}, {account_id})."""
-    title = get_settings().unisender_list_title
-    title = title.replace("{account_name}", account_name or str(account_id))
-    return title.replace("{account_id}", str(account_id))[:255]
+    """The account's list title from UNISENDER_LIST_TITLE ({account_name}, {account_id}).
+
+    A long name is shortened, never the id: cutting the title's end could cut the one part that
+    keeps two accounts' titles apart. A name of only control characters or spaces counts as none.
+    """
+    template = get_settings().unisender_list_title.replace("{account_id}", str(account_id))
+    room = LIST_TITLE_MAX - len(template.replace("{account_name}", ""))
+    # Control characters and runs of whitespace are not a title: Unisender refuses a blank one.
+    printable = "".join(ch if ch.isprintable() else " " for ch in account_name)
+    name = (" ".join(printable.split()) or str(account_id))[: max(room, 0)]
+    title = template.replace("{account_name}", name)[:LIST_TITLE_MAX].strip()
+    return title or f"amoCRM {account_id}"

@@ -11,6 +11,8 @@ from shared.amocrm.client import AmoCrmClient
 from shared.amocrm.errors import AmoCrmError
 from shared.contacts import EMAIL_TYPES, parse_email_types
 from shared.db import Database
+from shared.list_binding import holder_of, key_fingerprint, resolve_list
+from shared.settings import get_settings
 from shared.sync_runs import latest_sync_run, request_sync, run_as_dict
 from shared.tokens import amocrm_client_for
 from shared.unisender_link import (
@@ -18,6 +20,7 @@ from shared.unisender_link import (
     get_unisender_link,
     list_title_for,
     save_unisender_link,
+    unisender_client_for,
     unisender_client_for_key,
 )
 from shared.webhook_health import inspect as inspect_webhook
@@ -74,7 +77,10 @@ def connect(
     types = _check_email_types(email_types)
     title = list_title_for(account_id=account.id, account_name=account.amo_name or account.name)
     with unisender_client_for_key(key) as unisender:
-        list_id = unisender.ensure_list(title)  # the real call that validates the key
+        # The real calls that validate the key; a list another account holds is a 409 here.
+        list_id, title = resolve_list(
+            db, unisender, account_id=account.id, fingerprint=key_fingerprint(key), title=title
+        )
         unisender.ensure_field(NAME_FIELD)
 
     secret = ensure_webhook_secret(db, account.id)
@@ -112,9 +118,70 @@ def _subscribe_webhooks(amo: AmoCrmClient, account_id: int, destination: str) ->
         resubscribe(amo, destination, mine)
 
 
-def _start_first_sync(db: Database, account_id: int) -> dict[str, Any]:
-    started = request_sync(db, account_id, kind="full", requested_by="widget")
+def _start_first_sync(
+    db: Database, account_id: int, *, requested_by: str = "widget"
+) -> dict[str, Any]:
+    started = request_sync(db, account_id, kind="full", requested_by=requested_by)
     return {"run_id": started.run_id, "status": started.status, "created": started.created}
+
+
+def split_shared_list(db: Database, account: AccountRow) -> dict[str, Any]:
+    """Give an account that shares another account's list a fresh list of its own.
+
+    For links stored before lists were bound (migration 0012 kept each shared list with the
+    account that connected first). The account gets the list titled for it (its id appended
+    when UNISENDER_LIST_TITLE has no {account_id}), bound to it, with what we knew about the
+    old list forgotten, and a full sync that fills it. The holder's own record of the shared
+    list is forgotten too and a full sync queued for it: it re-imports every address the
+    holder has, putting back what the other account's deletes had excluded. The old list is
+    never emptied: nothing tells which of its addresses came only from the other account.
+    """
+    link = get_unisender_link(db, account.id)
+    if link is None or link.list_id is None:
+        raise errors.BadRequest(f"account {account.name!r} has no Unisender list connected")
+    key = link.api_key.get_secret_value()
+    fingerprint = key_fingerprint(key)
+    holder = holder_of(db, fingerprint, link.list_id)
+    if holder is not None and holder[0] == account.id:
+        raise errors.Conflict(
+            f"the list #{link.list_id} is bound to {account.name!r} itself; split the other "
+            "account that uses it (amosync status shows which)",
+            code="list_not_shared",
+        )
+    title = list_title_for(account_id=account.id, account_name=account.amo_name or account.name)
+    if "{account_id}" not in get_settings().unisender_list_title:
+        title = f"{title[:240]} ({account.id})"
+    with unisender_client_for(link) as unisender:
+        list_id, title = resolve_list(
+            db, unisender, account_id=account.id, fingerprint=fingerprint, title=title
+        )
+        if list_id == link.list_id:
+            raise errors.Conflict(
+                f"the list titled {title!r} is the shared list itself; rename it in Unisender "
+                "or change UNISENDER_LIST_TITLE, then split again",
+                code="list_not_shared",
+            )
+        unisender.ensure_field(NAME_FIELD)
+    save_unisender_link(db, account.id, api_key=key, list_id=list_id, list_title=title)
+    sync = _start_first_sync(db, account.id, requested_by="split")
+    holder_sync = None
+    if holder is not None:
+        db.execute("DELETE FROM list_members WHERE account_id = %s", (holder[0],))
+        holder_sync = _start_first_sync(db, holder[0], requested_by="split")
+    log.warning(
+        "shared Unisender list split",
+        extra={"account_id": account.id, "old_list_id": link.list_id, "list_id": list_id},
+    )
+    return {
+        "account_id": account.id,
+        "old_list_id": link.list_id,
+        "list_id": list_id,
+        "list_title": title,
+        "sync": sync,
+        "holder": {"account_id": holder[0], "name": holder[1], "sync": holder_sync}
+        if holder
+        else None,
+    }
 
 
 def status(db: Database, account: AccountRow) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from shared.db import Database, Row, get_database
 from shared.failures import Failure
 from shared.jobqueue import Delivery, RetryJob
 from shared.jobs import FullSyncJob
+from shared.list_binding import sync_refusal
 from shared.prefetch import read_ahead
 from shared.settings import get_settings
 from shared.sync import (
@@ -181,6 +182,12 @@ def _execute_locked(db: Database, job: FullSyncJob, *, touch: Callable[[], None]
     link = get_unisender_link(db, account.id)
     if link is None or link.list_id is None:
         finish_run(db, job.run_id, SKIPPED, "no Unisender key connected")
+        return
+    refusal = sync_refusal(
+        db, account_id=account.id, api_key=link.api_key.get_secret_value(), list_id=link.list_id
+    )
+    if refusal is not None:  # another account's list: writing into it would undo that account
+        finish_run(db, job.run_id, FAILED, refusal)
         return
     db.execute(
         "UPDATE sync_runs SET status = %s, started_at = COALESCE(started_at, %s), error = NULL "
