@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import flows
+from devstack import flows
 from shared.oauth_flow import disable_signature
+from testing.accounts import amo_control, amocrm_sandbox_url
+from testing.widget import amocrm_url, create_unisender_key, mint_widget_token
 from tests.conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, Beanstalkd
-from tests.e2e.flows_accounts import amo_control, amocrm_sandbox_url
-from tests.e2e.flows_widget import amocrm_url, create_unisender_key, mint_widget_token
 from tests.hostile.conftest import Target, assert_refusal_shape, quiesce
 
 pytestmark = [pytest.mark.hostile, pytest.mark.e2e]
