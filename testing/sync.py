@@ -11,8 +11,8 @@ from typing import Any
 import requests
 
 from devstack.stack import Stack
+from testing.accounts import amo_control
 from testing.widget import (
-    amocrm_url,
     connect_unisender,
     list_members,
     unisender_url,
@@ -32,12 +32,6 @@ class SyncAccount:
 
 def admin(env: Mapping[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
-
-
-def amo_control(stack: Stack, verb: str, path: str, **kwargs: Any) -> Any:
-    resp = requests.request(verb, f"{amocrm_url(stack)}/_sandbox{path}", timeout=30, **kwargs)
-    assert resp.status_code < 300, resp.text
-    return resp.json()
 
 
 def install_connected_account(stack: Stack, env: Mapping[str, str]) -> SyncAccount:
