@@ -24,6 +24,7 @@ from shared.db import Database, get_database
 from shared.failures import Scope
 from shared.jobqueue import Delivery, PoisonJob
 from shared.jobs import ContactEvent, ContactEventsJob
+from shared.list_binding import sync_refusal
 from shared.sync import (
     ApplyResult,
     ContactState,
@@ -43,6 +44,17 @@ TOUCH_INTERVAL_SECONDS = 5.0
 
 class AccountGone(PoisonJob):
     """The account no longer exists here: every job of it would fail the same way."""
+
+    scope = Scope.ACCOUNT
+
+
+class ListShared(PoisonJob):
+    """The account's list is bound to another account (a link from before list bindings).
+
+    Writing into it would undo the other account's list, so the events are buried with the way
+    out (`amosync lists split <name>`); after the split, `amosync queue kick contact-events`
+    applies them to the account's own list. Nothing is lost.
+    """
 
     scope = Scope.ACCOUNT
 
@@ -177,6 +189,11 @@ def apply_account_events(
         # subscribes the webhooks only after the key is validated and starts a full sync.
         log.info("events dropped: no Unisender link", extra={"account_id": account_id})
         return None
+    refusal = sync_refusal(
+        db, account_id=account_id, api_key=link.api_key.get_secret_value(), list_id=link.list_id
+    )
+    if refusal is not None:
+        raise ListShared(refusal)
     # Other non-active states (reauth_required) still apply: webhook events carry the
     # data; only enum refreshes and restores need amoCRM, and those fail into a visible bury.
     timed = newest_per_contact(timed_events(jobs))

@@ -7,6 +7,7 @@ amoCRM accounts with the same name on one Unisender key both got the same list.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 
 from shared import widget_connect
 from shared.accounts import AccountRow
+from shared.consumers.contact_events import ListShared, apply_account_events
 from shared.db import get_database
 from shared.errors import ListTaken
+from shared.jobs import ContactEvent, ContactEventsJob
 from shared.list_binding import key_fingerprint, shared_lists
 from shared.unisender.client import UnisenderClient
 from shared.unisender_link import list_title_for
@@ -147,6 +150,11 @@ def test_a_shared_list_is_reported_refused_by_full_sync_and_split(
     } in reported
 
     # The old damage: the other account's delete excluded an address the holder still has.
+    # Its webhook events are refused too (buried with the way out), not written into the list.
+    event = ContactEvent(action="delete", contact_id=10**9 + other.id, updated_at=int(time.time()))
+    job = ContactEventsJob(account_id=other.id, events=[event], received_at=time.time())
+    with pytest.raises(ListShared, match=f"amosync lists split {other.name}"):
+        apply_account_events(db, other.id, [job])
     holder.uni.exclude(shared_address, [holder.list_id])
     refused = run_sync(other.id)
     assert refused["status"] == "failed"
