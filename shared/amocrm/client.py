@@ -269,7 +269,7 @@ class AmoCrmClient:
 
     def probe(self) -> None:
         """The cheapest authorized request (`GET /api/v4/account`): is amoCRM letting us in?"""
-        self._send("GET", "/api/v4/account")
+        self._send("GET", "/api/v4/account", None, None)
 
     def _request(
         self,
@@ -280,23 +280,19 @@ class AmoCrmClient:
         json: Any = None,
     ) -> requests.Response:
         if self._block_gate is None:
-            return self._send(method, path_or_url, params=params, json=json)
+            return self._send(method, path_or_url, params, json)
         # While amoCRM blocks us (403) nothing is sent but the gate's probe.
         self._block_gate.admit(self.probe)
         try:
-            return self._send(method, path_or_url, params=params, json=json)
+            return self._send(method, path_or_url, params, json)
         except Blocked as exc:
             self._block_gate.record(exc)
             raise
 
     def _send(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
+        self, method: str, path_or_url: str, params: Mapping[str, Any] | None, json: Any
     ) -> requests.Response:
+        """One request with its retries, refresh and throttle (`_request` adds the block gate)."""
         url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
         token = self._tokens.access_token()
         refreshed = False
