@@ -14,7 +14,7 @@ from shared.amocrm.models import Contact
 from shared.clock import iso_utc
 from shared.contacts import email_type, load_enum_codes, select_emails, valid_email
 from shared.db import Database, Row
-from shared.sync import fetch_in
+from shared.sync import UNSUBSCRIBED, fetch_in
 from shared.unisender.client import UnisenderClient
 
 
@@ -144,6 +144,7 @@ def contact_view(
         return None
     unisender: dict[str, Any] | None = None
     if found is not None:
+        ours = next((lst for lst in found.lists if list_id is not None and lst.id == list_id), None)
         unisender = {
             "email": found.email,
             "status": found.status,
@@ -154,8 +155,13 @@ def contact_view(
                 for lst in found.lists
             ],
             "fields": found.fields,
-            "in_account_list": list_id is not None
-            and any(lst.id == list_id for lst in found.lists),
+            "in_account_list": ours is not None,
+            # On the list is not the same as receiving its mail: someone who unsubscribed (from
+            # our list, or from everything) stays listed with that status.
+            "list_status": ours.status if ours is not None else None,
+            "subscribed": ours is not None
+            and ours.status != UNSUBSCRIBED
+            and found.status != UNSUBSCRIBED,
         }
     return {
         "email": email,

@@ -15,6 +15,7 @@ import requests
 
 from shared.consumers.contact_events import handle_event_batch
 from shared.db import Database, get_database
+from shared.unisender.client import UnisenderClient
 from shared.unisender_link import save_unisender_link
 from tests.integration.test_fullsync import (  # noqa: F401
     Connected,
@@ -88,6 +89,34 @@ def test_a_restore_never_reactivates_someone_who_unsubscribed_after_the_delete(
     handle_event_batch(deliveries(linked.account_id, [event("update", 1, "r@x.ru", at=103)]))
     assert linked.resubscribe_attempts() == []
     assert _member_state(linked.account_id, "r@x.ru") == "unsubscribed"
+
+
+def test_the_contact_view_does_not_call_an_unsubscribed_address_subscribed(
+    linked: Tenant,  # noqa: F811
+) -> None:
+    from shared.accounts import get_account
+    from shared.lookup import contact_view
+
+    handle_event_batch(deliveries(linked.account_id, [event("add", 1, "v@x.ru", name="Vera")]))
+    db = get_database()
+    account = get_account(db, linked.account_id)
+    assert account is not None
+
+    def view() -> dict[str, Any]:
+        with UnisenderClient(linked.api_key, base_url=f"{linked.base}/en/api") as uni:
+            found = contact_view(db, uni, account, email="v@x.ru", list_id=linked.list_id)
+        assert found is not None and found["unisender"] is not None
+        return dict(found["unisender"])
+
+    assert (view()["subscribed"], view()["list_status"]) == (True, "active")
+    _unsubscribe(linked.base, linked.api_key, "v@x.ru", linked.list_id)
+    after = view()
+    # Still on the list (with that status), but not a subscriber any more.
+    assert (after["in_account_list"], after["list_status"], after["subscribed"]) == (
+        True,
+        "unsubscribed",
+        False,
+    )
 
 
 # full sync and reconnect ---------------------------------------------------------------------
