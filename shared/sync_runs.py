@@ -8,6 +8,7 @@ here. A run whose row has not moved for SYNC_RUN_STALE_MINUTES is declared aband
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -238,17 +239,24 @@ def _stored_time(value: datetime | None) -> datetime | None:
     return aware_utc(value) if value is not None else None
 
 
-def enqueue_due_reconciles(now: datetime | None = None) -> dict[str, int]:
+def enqueue_due_reconciles(
+    now: datetime | None = None, *, account_ids: Collection[int] | None = None
+) -> dict[str, int]:
     """Queue the reconciles the planner says are due now (the scheduler's tick).
 
     Each account gets its full reconcile once per planned period at its own slot of the day, and
     an incremental one when its poll interval (short if its webhooks look lost, long if healthy)
     has passed since its last run. Returns counts: accounts, fulls and incrementals queued.
+    `account_ids` limits what is queued (the plan still covers every account): a test asks for
+    its own accounts and leaves the others in a shared database alone.
     """
     db = get_database()
     now = aware_utc(now) if now is not None else aware_utcnow()
     planned = reconcile_plan(db)
     rows, loads, plan = planned.rows, planned.loads, planned.plan
+    if account_ids is not None:
+        wanted = set(account_ids)
+        rows = [row for row in rows if int(row["id"]) in wanted]
     counts = {"accounts": len(rows), "full": 0, "incremental": 0}
     for row in rows:
         load = loads[int(row["id"])]

@@ -573,7 +573,8 @@ def _run_due(account_id: int, now: Any) -> str | None:
     """One scheduler tick at `now`; runs the account's queued run, returns its kind (or None)."""
     db = get_database()
     before = sync_runs.latest_sync_run(db, account_id)
-    sync_runs.enqueue_due_reconciles(now=now)
+    # Only this account: other tests' accounts share the database (and the e2e stack runs them).
+    sync_runs.enqueue_due_reconciles(now=now, account_ids=[account_id])
     run = sync_runs.latest_sync_run(db, account_id)
     assert run is not None and before is not None
     if run["id"] == before["id"]:
