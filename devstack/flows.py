@@ -169,6 +169,39 @@ def webhook_destination(amocrm_url: str, account_id: int, public_url: str) -> st
 # --- the widget -----------------------------------------------------------------------------------
 
 
+def widget_claims(
+    *,
+    client_id: str,
+    redirect_uri: str,
+    account_id: int,
+    host: str = "sandbox.amocrm.ru",
+    user_id: int = 8744098,
+    lifetime: int = 1800,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Widget JWT claims as amoCRM signs them for the account at `host` (reference §6.2).
+
+    `aud` is the scheme + host of the integration's Redirect URI, no port; an override of None
+    drops the claim.
+    """
+    now = int(time.time())
+    redirect = urlsplit(redirect_uri)
+    claims: dict[str, Any] = {
+        "iss": f"https://{host}",
+        "aud": f"{redirect.scheme}://{redirect.hostname}",
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "account_id": account_id,
+        "user_id": user_id,
+        "subdomain": host.split(".")[0],
+        "client_uuid": client_id,
+    }
+    claims.update(overrides or {})
+    return {k: v for k, v in claims.items() if v is not None}
+
+
 def mint_widget_token(
     *,
     client_id: str,
@@ -183,23 +216,14 @@ def mint_widget_token(
 
     Only amoCRM holds that secret in production; minting with it is a sandbox-only move.
     """
-    now = int(time.time())
-    # amoCRM's `aud`: scheme + host of the integration's Redirect URI, no port (reference §6.2).
-    redirect = urlsplit(redirect_uri)
-    payload: dict[str, Any] = {
-        "iss": f"https://{subdomain}.amocrm.ru",
-        "aud": f"{redirect.scheme}://{redirect.hostname}",
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-        "account_id": account_id,
-        "user_id": 8744098,
-        "subdomain": subdomain,
-        "client_uuid": client_id,
-    }
-    payload.update(claims or {})
-    payload = {k: v for k, v in payload.items() if v is not None}
+    payload = widget_claims(
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        account_id=account_id,
+        host=f"{subdomain}.amocrm.ru",
+        lifetime=lifetime,
+        overrides=claims,
+    )
     return jwt.encode(payload, client_secret, algorithm="HS256")
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from devstack import flows
 from devstack.stack import Stack
 
 # Rows a refused request must never add or change (counts and a checksum of each table).
@@ -228,23 +226,14 @@ def widget_claims(target: Target, **overrides: Any) -> dict[str, Any]:
 
     `aud` is the scheme + host of the Redirect URI; an override of None drops the claim.
     """
-    now = int(time.time())
-    redirect = urlsplit(target.env["AMOCRM_REDIRECT_URI"])
-    host = account_host(target.account_id)
-    claims: dict[str, Any] = {
-        "iss": f"https://{host}",
-        "aud": f"{redirect.scheme}://{redirect.hostname}",
-        "jti": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 1800,
-        "account_id": target.account_id,
-        "user_id": 1,
-        "subdomain": host.split(".")[0],
-        "client_uuid": target.env["AMOCRM_CLIENT_ID"],
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
+    return flows.widget_claims(
+        client_id=target.env["AMOCRM_CLIENT_ID"],
+        redirect_uri=target.env["AMOCRM_REDIRECT_URI"],
+        account_id=target.account_id,
+        host=account_host(target.account_id),
+        user_id=1,
+        overrides=overrides,
+    )
 
 
 def widget_token_calls(target: Target, token: str) -> Iterator[tuple[str, requests.Response]]:
