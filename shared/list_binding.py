@@ -137,19 +137,28 @@ def claim_list(cur: Any, *, account_id: int, fingerprint: str, list_id: int) -> 
 
 
 def sync_refusal(db: Database, *, account_id: int, api_key: str, list_id: int) -> str | None:
-    """Why a full sync must not write into this list (bound to another account), else None.
+    """Why a sync must not write into this list (bound to another account), else None.
 
-    A list nobody is bound to yet is claimed now (a link stored before bindings existed).
+    Asked before every full sync and every batch of webhook events, so the usual answer (the
+    list is bound to this very account) is one read; only a list nobody is bound to yet (a link
+    stored before bindings existed) is claimed, in a transaction.
     """
     fingerprint = key_fingerprint(api_key)
-    try:
-        with db.transaction() as cur:
-            claim_list(cur, account_id=account_id, fingerprint=fingerprint, list_id=list_id)
-    except ListTaken as exc:
-        row = db.fetch_one("SELECT name FROM accounts WHERE id = %s", (account_id,))
-        name = row["name"] if row else str(account_id)
-        return f"{exc.message} Split it: amosync lists split {name}"
-    return None
+    holder = holder_of(db, fingerprint, list_id)
+    if holder is not None and holder[0] == account_id:
+        return None
+    if holder is not None:
+        taken = list_taken(list_id, None, *holder)
+    else:
+        try:
+            with db.transaction() as cur:
+                claim_list(cur, account_id=account_id, fingerprint=fingerprint, list_id=list_id)
+            return None
+        except ListTaken as exc:  # another account claimed it a moment ago
+            taken = exc
+    row = db.fetch_one("SELECT name FROM accounts WHERE id = %s", (account_id,))
+    name = row["name"] if row else str(account_id)
+    return f"{taken.message} Split it: amosync lists split {name}"
 
 
 def shared_lists(db: Database) -> list[SharedList]:
