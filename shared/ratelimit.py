@@ -117,6 +117,7 @@ class MySqlThrottle:
         self.budgets = sorted(budgets, key=lambda budget: budget.key)
         self._intervals = {b.key: (1.0 + safety) / b.rate for b in self.budgets}
         self._sleep = sleep
+        self._rows_created = False
 
     @property
     def keys(self) -> list[str]:
@@ -137,10 +138,15 @@ class MySqlThrottle:
         # key inside `SELECT … FOR UPDATE` transactions take gap and insert-intention locks that
         # InnoDB resolves by killing one of them (1213). The reservation itself is still retried
         # on a deadlock or lock-wait timeout, because the slot update is pure database work.
-        for key in self.keys:
-            self.db.execute(
-                "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)", (key,)
-            )
+        # Rows of this table are never deleted, so each throttle creates them once, not on
+        # every request.
+        if not self._rows_created:
+            for key in self.keys:
+                self.db.execute(
+                    "INSERT IGNORE INTO amo_rate_slots (account_key, next_slot) VALUES (%s, 0)",
+                    (key,),
+                )
+            self._rows_created = True
         return self.db.run_transaction(self._reserve_slot)
 
     def _reserve_slot(self, cur: DictCursor) -> tuple[float, float]:
